@@ -1,0 +1,48 @@
+# Regio: `make run` serves the service, `make test` runs the whole test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint format bench browser clean-instance
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(PIP) install -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt requirements.txt | $(BIN)/python
+	$(PIP) install -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-installed
+
+## run: the whole service (embedded Redis, demo archive, index, workers, web) in the foreground
+run: $(VENV)/.runtime-installed
+	$(BIN)/python -m app run
+
+## browser: Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium)
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else echo "Browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
+
+## test: install what the tests need and run them all
+test: $(VENV)/.dev-installed browser
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: every benchmark in bench/; each ends with a `RESULT name=value ...` line
+bench: $(VENV)/.dev-installed
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-instance:
+	rm -rf instance

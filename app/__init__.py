@@ -1,0 +1,74 @@
+"""Regio web application: ``create_app(test_config=None)`` builds the Flask app.
+
+Integration objects live in ``app.extensions`` (never module globals):
+
+- ``app.extensions["regio.settings"]``: the settings mapping (see ``app.settings``);
+- ``app.extensions["regio.redis"]``: the Redis connection shared with the workers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app import settings as settings_mod
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from defaults, ``REGIO_*`` environment variables, then ``test_config``.
+
+    ``test_config`` maps setting names (without the ``REGIO_`` prefix) to values.
+    """
+    values = settings_mod.load(test_config)
+    if not values["REDIS_URL"]:
+        raise settings_mod.SettingError(
+            "REGIO_REDIS_URL is not set: start the service with `make run` (which starts an "
+            "embedded Redis) or point REGIO_REDIS_URL at a Redis server"
+        )
+    app = Flask(__name__, instance_path=str(values["INSTANCE"]))
+    app.config["SECRET_KEY"] = values["SECRET_KEY"] or _instance_secret(Path(values["INSTANCE"]))
+    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024  # region files and JSON bodies are small
+    app.extensions["regio.settings"] = values
+    app.extensions["regio.redis"] = redis.Redis.from_url(values["REDIS_URL"])
+
+    from app.views import api, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+
+    @app.after_request
+    def add_version(response):
+        response.headers["X-Regio-Version"] = __version__
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        from flask import request
+
+        if request.path.startswith("/api/"):
+            return jsonify(error=exc.name, message=exc.description, status=exc.code), exc.code
+        return exc
+
+    @app.context_processor
+    def inject_version() -> dict[str, str]:
+        return {"regio_version": __version__}
+
+    return app
+
+
+def _instance_secret(instance: Path) -> str:
+    """A random cookie-signing key kept in the instance folder, so restarts keep sessions valid."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

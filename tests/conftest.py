@@ -1,0 +1,64 @@
+"""Shared fixtures: generated sample archives, a copy of the real data set, a real Redis."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = ROOT.parent / "shared" / "data" / "xmm-rxcj0958"
+
+# The small archive the tests share: generated once per test run from a fixed seed.
+SAMPLE_OBSERVATIONS = 6
+SAMPLE_SEED = 1234
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory) -> Path:
+    """A small synthetic archive (``indexer.sample``), generated once; treat it as read-only."""
+    from indexer.sample import generate_archive
+
+    out = tmp_path_factory.mktemp("sample-archive")
+    generate_archive(out, observations=SAMPLE_OBSERVATIONS, seed=SAMPLE_SEED)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory) -> Path:
+    """A private copy of the real XMM data set (the shared one stays read-only)."""
+    if not REAL_DATA.is_dir():
+        raise RuntimeError(f"the real data set is missing: {REAL_DATA}")
+    out = tmp_path_factory.mktemp("real") / "xmm-rxcj0958"
+    shutil.copytree(REAL_DATA, out)
+    for path in out.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return out
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis for the test run: TEST_REDIS_URL if given, else a private redis-server."""
+    import os
+
+    from app.redis_server import EmbeddedRedis, free_port
+
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port()).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The test Redis, flushed before and after the test."""
+    import redis
+
+    conn = redis.Redis.from_url(redis_server)
+    conn.flushdb()
+    yield redis_server
+    conn.flushdb()
+    conn.close()
