@@ -1,0 +1,245 @@
+"""Session folders: the only code that knows the file names under REGIO_SESSIONS.
+
+A session is a user's working folder::
+
+    <sessions>/<id>/
+        session.json        id, owner, title, created, updated, view (viewer centre and field)
+        source.reg          source region, DS9, ICRS     (written with app.shapes.to_ds9)
+        background.reg      background region, DS9, ICRS
+        regions.json        both regions as viewer JSON shapes
+        coverage.json       the covering (observation, camera) rows found by the indexer
+        selection.json      {"observations": [{"obsid": ..., "camera": ...}, ...]}
+        runs/<run id>/      one folder per run (layout owned by app.runs)
+
+Every write goes to a temporary file renamed over the old one, so a reader never sees half a file
+and a failed request leaves the previous state intact. Session ids are checked against a strict
+pattern before any path is built from them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from regions import Regions
+
+from app import shapes
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
+CAMERAS = ("EMOS1", "EMOS2", "EPN")
+
+
+class SessionNotFound(LookupError):
+    """No session with that id (or the id is malformed)."""
+
+
+class SelectionError(ValueError):
+    """A selection names observations that do not cover the session's region."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(9)  # 12 url-safe characters, 72 random bits
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+class SessionStore:
+    """Session folders under ``root``. Plain object: give it the folder, use it anywhere."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def folder(self, session_id: str) -> Path:
+        if not isinstance(session_id, str) or not ID_PATTERN.match(session_id):
+            raise SessionNotFound(session_id)
+        return self.root / session_id
+
+    def _existing(self, session_id: str) -> Path:
+        folder = self.folder(session_id)
+        if not (folder / "session.json").is_file():
+            raise SessionNotFound(session_id)
+        return folder
+
+    def exists(self, session_id: str) -> bool:
+        try:
+            self._existing(session_id)
+        except SessionNotFound:
+            return False
+        return True
+
+    def create(
+        self,
+        source: Regions,
+        background: Regions | None,
+        owner: str | None = None,
+        title: str | None = None,
+    ) -> str:
+        """Make a new session folder holding validated regions; returns its id."""
+        session_id = new_id()
+        folder = self.folder(session_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".new-"))
+        try:
+            stamp = now()
+            record = {"id": session_id, "owner": owner, "title": title or "", "created": stamp,
+                      "updated": stamp, "view": None}  # fmt: skip
+            _write_json(tmp / "session.json", record)
+            self._write_regions(tmp, source, background)
+            (tmp / "runs").mkdir()
+            os.replace(tmp, folder)  # the session appears complete or not at all
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return session_id
+
+    def _write_regions(self, folder: Path, source: Regions, background: Regions | None) -> None:
+        """The DS9 files are the reference; the JSON is made from them, so both say the same."""
+        texts = {"source": shapes.to_ds9(source)}
+        if background is not None:
+            texts["background"] = shapes.to_ds9(background)
+        as_json = {"source": None, "background": None}
+        as_json.update({name: shapes.to_json(shapes.parse(t)) for name, t in texts.items()})
+        for name, text in texts.items():
+            write_atomic(folder / f"{name}.reg", text)
+        if background is None:
+            (folder / "background.reg").unlink(missing_ok=True)
+        _write_json(folder / "regions.json", as_json)
+
+    def get(self, session_id: str) -> dict[str, Any]:
+        """The session record with its regions (JSON and DS9), coverage and selection."""
+        folder = self._existing(session_id)
+        record = _read_json(folder / "session.json")
+        regions = _read_json(folder / "regions.json", {"source": None, "background": None})
+        record["regions"] = {
+            **regions,
+            "source_ds9": _read_text(folder / "source.reg"),
+            "background_ds9": _read_text(folder / "background.reg"),
+        }
+        record["coverage"] = _read_json(folder / "coverage.json", [])
+        record["selection"] = _read_json(folder / "selection.json", {"observations": []})
+        return record
+
+    def regions(self, session_id: str) -> tuple[Regions, Regions | None]:
+        """The stored source and background regions as ``regions`` objects."""
+        folder = self._existing(session_id)
+        source = shapes.parse(_read_text(folder / "source.reg"))
+        background_text = _read_text(folder / "background.reg")
+        return source, shapes.parse(background_text) if background_text else None
+
+    def set_regions(self, session_id: str, source: Regions, background: Regions | None) -> None:
+        folder = self._existing(session_id)
+        self._write_regions(folder, source, background)
+        self._touch(folder)
+
+    def set_coverage(self, session_id: str, rows: list[dict[str, Any]]) -> None:
+        """Store the covering observations and keep only the selected ones that still cover."""
+        folder = self._existing(session_id)
+        _write_json(folder / "coverage.json", rows)
+        covering = {(r["obsid"], r["camera"]) for r in rows}
+        selection = _read_json(folder / "selection.json")
+        if selection is None:  # first coverage: everything covering is selected
+            kept = [{"obsid": o, "camera": c} for o, c in sorted(covering)]
+        else:
+            kept = [s for s in selection["observations"] if (s["obsid"], s["camera"]) in covering]
+        _write_json(folder / "selection.json", {"observations": kept})
+        self._touch(folder)
+
+    def set_selection(self, session_id: str, observations: Any) -> list[dict[str, str]]:
+        """Replace the selection; every entry must be a covering (obsid, camera)."""
+        folder = self._existing(session_id)
+        if not isinstance(observations, list):
+            raise SelectionError("'observations' must be a list of {obsid, camera} objects")
+        covering = {(r["obsid"], r["camera"]) for r in _read_json(folder / "coverage.json", [])}
+        chosen: list[dict[str, str]] = []
+        for i, item in enumerate(observations, start=1):
+            if not isinstance(item, Mapping) or set(item) != {"obsid", "camera"}:
+                raise SelectionError(f"entry {i} must be an object with 'obsid' and 'camera'")
+            key = (item["obsid"], item["camera"])
+            if key not in covering:
+                raise SelectionError(
+                    f"entry {i}: observation {item['obsid']!s:.20} {item['camera']!s:.10} "
+                    "does not cover the session's source region"
+                )
+            if {"obsid": key[0], "camera": key[1]} not in chosen:
+                chosen.append({"obsid": key[0], "camera": key[1]})
+        _write_json(folder / "selection.json", {"observations": chosen})
+        self._touch(folder)
+        return chosen
+
+    def set_view(self, session_id: str, view: Mapping[str, float]) -> None:
+        folder = self._existing(session_id)
+        record = _read_json(folder / "session.json")
+        record["view"] = dict(view)
+        record["updated"] = now()
+        _write_json(folder / "session.json", record)
+
+    def selected_rows(self, session_id: str) -> list[dict[str, Any]]:
+        """Coverage rows (with metadata and paths) of the selected observations, in order."""
+        folder = self._existing(session_id)
+        rows = {(r["obsid"], r["camera"]): r for r in _read_json(folder / "coverage.json", [])}
+        selection = _read_json(folder / "selection.json", {"observations": []})["observations"]
+        return [
+            rows[(s["obsid"], s["camera"])] for s in selection if (s["obsid"], s["camera"]) in rows
+        ]
+
+    def run_dir(self, session_id: str, run_id: str) -> Path:
+        if not ID_PATTERN.match(run_id):
+            raise SessionNotFound(run_id)
+        return self._existing(session_id) / "runs" / run_id
+
+    def list(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every session record (newest first), optionally only those of ``owner``."""
+        records = []
+        if not self.root.is_dir():
+            return records
+        for path in self.root.glob("*/session.json"):
+            record = _read_json(path)
+            if record and (owner is None or record.get("owner") == owner):
+                records.append(record)
+        return sorted(records, key=lambda r: r["created"], reverse=True)
+
+    def _touch(self, folder: Path) -> None:
+        record = _read_json(folder / "session.json")
+        record["updated"] = now()
+        _write_json(folder / "session.json", record)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None

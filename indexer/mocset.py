@@ -1,0 +1,264 @@
+"""The MOC set: every camera MOC of the index in one array structure, queried without a loop.
+
+Structure (all numpy arrays, saved as ``.npy`` files in one folder and memory-mapped on load):
+
+``ids`` (int64, n)
+    The MOC id of each MOC (the ``exposures.id`` of the index database).
+``offsets`` (int64, n + 1)
+    MOC ``i`` owns ``ranges[offsets[i]:offsets[i + 1]]``.
+``ranges`` (uint32, (R, 2))
+    Sorted, disjoint, non-adjacent ``[start, end)`` HEALPix NESTED cell ranges at the set depth
+    (order 13 by default: 12 * 4**13 cells < 2**32, so uint32 holds them: 8 bytes a range).
+``cell_ptr`` (int64, 12 * 4**CELL_ORDER + 1) and ``cell_mocs`` (int32)
+    Inverted index in CSR form: the MOCs touching HEALPix cell ``c`` at order ``CELL_ORDER``
+    (8: 13.7' cells, so an XMM camera touches ~10 of them) are
+    ``cell_mocs[cell_ptr[c]:cell_ptr[c + 1]]``.
+
+Query (:func:`query`): the region MOC's cells at ``CELL_ORDER`` give the candidate MOCs through
+the inverted index; the candidates' ranges are gathered in one array and intersected with the
+region's ranges in a vectorised pass (``searchsorted`` on the region range bounds and a cumulative
+sum of region range lengths), which gives, per candidate, the exact measure of
+``region & camera`` in depth-29 cells. A candidate is a hit when that measure is > 0 (the same
+answer as ``mocpy``'s ``intersection`` being non-empty), and its covered fraction is
+``measure / measure(region)`` (all HEALPix cells of one order have the same area).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mocpy import MOC
+
+#: Order of the inverted index cells (13.7 arcmin).
+CELL_ORDER: int = 8
+_ARRAYS = ("ids", "offsets", "ranges", "cell_ptr", "cell_mocs")
+_META = "mocset.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MocSet:
+    """All camera MOCs of an index, with an inverted cell index (see the module docstring)."""
+
+    depth: int
+    ids: np.ndarray
+    offsets: np.ndarray
+    ranges: np.ndarray
+    cell_ptr: np.ndarray
+    cell_mocs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the arrays [bytes]."""
+        return int(sum(getattr(self, name).nbytes for name in _ARRAYS))
+
+    def moc_ranges(self, index: int) -> np.ndarray:
+        """Ranges ``(n, 2)`` uint32 at ``depth`` of the MOC at position ``index``."""
+        return np.asarray(self.ranges[self.offsets[index] : self.offsets[index + 1]])
+
+    def moc(self, index: int) -> MOC:
+        """The MOC at position ``index`` as a mocpy MOC."""
+        return ranges_to_moc(self.moc_ranges(index), self.depth)
+
+
+# --- range helpers ----------------------------------------------------------------------------
+
+
+def _shift(depth: int) -> int:
+    return 2 * (29 - depth)
+
+
+def moc_to_ranges(moc: MOC, depth: int) -> np.ndarray:
+    """A MOC as ``(n, 2)`` uint32 cell ranges at ``depth`` (cells partly covered are included)."""
+    r29 = np.asarray(moc.to_depth29_ranges, dtype=np.uint64)
+    if len(r29) == 0:
+        return np.zeros((0, 2), dtype=np.uint32)
+    shift = np.uint64(_shift(depth))
+    start = r29[:, 0] >> shift
+    end = (r29[:, 1] + (np.uint64(1) << shift) - np.uint64(1)) >> shift
+    return merge_ranges(np.column_stack([start, end])).astype(np.uint32)
+
+
+def ranges_to_moc(ranges: np.ndarray, depth: int) -> MOC:
+    """``(n, 2)`` cell ranges at ``depth`` -> mocpy MOC of max order ``depth``."""
+    r29 = np.asarray(ranges, dtype=np.uint64).reshape(-1, 2) << np.uint64(_shift(depth))
+    return MOC.from_depth29_ranges(depth, r29)
+
+
+def merge_ranges(ranges: np.ndarray) -> np.ndarray:
+    """Union of ``(n, 2)`` half-open integer ranges (any order, may overlap/touch), sorted."""
+    ranges = np.asarray(ranges)
+    if len(ranges) == 0:
+        return ranges.reshape(0, 2)
+    ranges = ranges[np.argsort(ranges[:, 0], kind="stable")]
+    start, end = ranges[:, 0], np.maximum.accumulate(ranges[:, 1])
+    new = np.ones(len(ranges), dtype=bool)
+    new[1:] = start[1:] > end[:-1]
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(ranges)) - 1
+    return np.column_stack([start[first], end[last]])
+
+
+def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For inclusive integer intervals ``[lo, hi]``: (interval index, value) of every member."""
+    counts = (hi - lo + 1).astype(np.int64)
+    owner = np.repeat(np.arange(len(lo)), counts)
+    starts = np.cumsum(counts) - counts
+    values = lo.astype(np.int64)[owner] + (np.arange(counts.sum()) - starts[owner])
+    return owner, values
+
+
+def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every (s, n): the gather index of CSR segments."""
+    owner = np.repeat(np.arange(len(starts)), lengths)
+    first = np.cumsum(lengths) - lengths
+    return starts[owner] + (np.arange(int(lengths.sum())) - first[owner])
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def from_ranges(
+    ids: Sequence[int] | np.ndarray, ranges: Sequence[np.ndarray], depth: int
+) -> MocSet:
+    """Build a MOC set from each MOC's ``(n, 2)`` ranges at ``depth`` (sorted and disjoint)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) != len(ranges):
+        raise ValueError("one range array per id is needed")
+    lengths = np.array([len(r) for r in ranges], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = (
+        np.concatenate([np.asarray(r, dtype=np.uint32).reshape(-1, 2) for r in ranges])
+        if len(ranges)
+        else np.zeros((0, 2), dtype=np.uint32)
+    )
+    return from_arrays(ids, offsets, flat, depth)
+
+
+def from_arrays(ids: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, depth: int) -> MocSet:
+    """Build a MOC set (computing the inverted cell index) from concatenated ranges."""
+    if depth < CELL_ORDER or depth > 15:
+        raise ValueError(f"MOC set depth must be in [{CELL_ORDER}, 15] (uint32 cells)")
+    ranges = np.ascontiguousarray(ranges, dtype=np.uint32).reshape(-1, 2)
+    shift = 2 * (depth - CELL_ORDER)
+    owner_of_range = np.repeat(np.arange(len(ids), dtype=np.int64), np.diff(offsets))
+    lo = ranges[:, 0].astype(np.int64) >> shift
+    hi = (ranges[:, 1].astype(np.int64) - 1) >> shift
+    which, cells = _expand(lo, hi)
+    n_cells = 12 * 4**CELL_ORDER
+    key = np.unique(cells * len(ids) + owner_of_range[which]) if len(cells) else cells
+    cells, mocs = np.divmod(key, max(len(ids), 1))
+    cell_ptr = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=n_cells))])
+    return MocSet(
+        depth=depth,
+        ids=np.asarray(ids, dtype=np.int64),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        ranges=ranges,
+        cell_ptr=cell_ptr.astype(np.int64),
+        cell_mocs=mocs.astype(np.int32),
+    )
+
+
+def from_mocs(ids: Sequence[int], mocs: Sequence[MOC], depth: int) -> MocSet:
+    """Build a MOC set from mocpy MOCs (degraded to ``depth`` where finer)."""
+    return from_ranges(ids, [moc_to_ranges(moc, depth) for moc in mocs], depth)
+
+
+# --- persistence ------------------------------------------------------------------------------
+
+
+def save(mocset: MocSet, folder: Path) -> None:
+    """Write the arrays as ``.npy`` files plus ``mocset.json`` into a new ``folder``."""
+    folder.mkdir(parents=True, exist_ok=False)
+    for name in _ARRAYS:
+        np.save(folder / f"{name}.npy", getattr(mocset, name), allow_pickle=False)
+    meta = {
+        "format": FORMAT_VERSION,
+        "depth": mocset.depth,
+        "cell_order": CELL_ORDER,
+        "n_mocs": len(mocset),
+    }
+    (folder / _META).write_text(json.dumps(meta))
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(folder: Path, *, mmap: bool = True) -> MocSet:
+    """Load a saved MOC set; with ``mmap`` the arrays are memory-mapped (read-only)."""
+    meta = json.loads((folder / _META).read_text())
+    if meta.get("format") != FORMAT_VERSION or meta.get("cell_order") != CELL_ORDER:
+        raise ValueError(f"unsupported MOC set format in {folder}: rebuild the index")
+    mode = "r" if mmap else None
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
+    return MocSet(depth=int(meta["depth"]), **arrays)
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def region_ranges(moc: MOC) -> np.ndarray:
+    """A region MOC as sorted ``(n, 2)`` int64 ranges of depth-29 cells."""
+    return np.asarray(moc.to_depth29_ranges, dtype=np.int64).reshape(-1, 2)
+
+
+def candidates(mocset: MocSet, region29: np.ndarray) -> np.ndarray:
+    """Positions (sorted, unique) of the MOCs sharing an order-``CELL_ORDER`` cell with a region."""
+    if len(region29) == 0 or len(mocset) == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = _shift(CELL_ORDER)
+    lo = region29[:, 0] >> shift
+    hi = (region29[:, 1] - 1) >> shift
+    _, cells = _expand(lo, hi)
+    cells = np.unique(cells)
+    starts = np.asarray(mocset.cell_ptr[cells])
+    lengths = np.asarray(mocset.cell_ptr[cells + 1]) - starts
+    return np.unique(np.asarray(mocset.cell_mocs)[_segments(starts, lengths)]).astype(np.int64)
+
+
+def _covered_below(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, cum: np.ndarray):
+    """Measure of ``region & [0, x)`` for each x (region: sorted disjoint [starts, ends))."""
+    i = np.searchsorted(starts, x, side="right") - 1
+    safe = np.maximum(i, 0)
+    partial = np.clip(x - starts[safe], 0, ends[safe] - starts[safe])
+    return np.where(i >= 0, cum[safe] + partial, 0)
+
+
+def query(mocset: MocSet, region29: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MOCs intersecting a region: (positions in the set, covered fraction of the region).
+
+    ``region29``: the region as sorted disjoint ``[start, end)`` depth-29 ranges (int64, see
+    :func:`region_ranges`). Fractions are ``area(region & MOC) / area(region)`` in [0, 1].
+    """
+    cand = candidates(mocset, region29)
+    if len(cand) == 0:
+        return cand, np.zeros(0)
+    offsets = np.asarray(mocset.offsets)
+    starts = offsets[cand]
+    lengths = offsets[cand + 1] - starts
+    gathered = np.asarray(mocset.ranges)[_segments(starts, lengths)].astype(np.int64)
+    shift = _shift(mocset.depth)
+    lo, hi = gathered[:, 0] << shift, gathered[:, 1] << shift
+    r_start, r_end = region29[:, 0], region29[:, 1]
+    cum = np.concatenate([[0], np.cumsum(r_end - r_start)])[:-1]
+    overlap = _covered_below(hi, r_start, r_end, cum) - _covered_below(lo, r_start, r_end, cum)
+    first = np.cumsum(lengths) - lengths
+    measure = np.add.reduceat(overlap, first)
+    hit = measure > 0
+    total = float((r_end - r_start).sum())
+    return cand[hit], measure[hit] / total
+
+
+def union_ranges(mocset: MocSet) -> np.ndarray:
+    """Union of all MOCs as ``(n, 2)`` ranges at the set depth."""
+    return merge_ranges(np.asarray(mocset.ranges)).astype(np.uint32)

@@ -1,0 +1,307 @@
+"""Sky regions: DS9 strings -> ``regions`` objects (ICRS) -> MOCs.
+
+This module owns region parsing and validation for the whole project (the indexer CLI and the
+web app, which adds Aladin-JSON input on top of the same objects).
+
+Supported DS9 shapes, in sky coordinates only (``icrs``, ``fk5``, ``fk4``, ``galactic``,
+``ecliptic``; everything is converted to ICRS): ``circle``, ``ellipse``, ``box``, ``polygon``,
+``annulus`` (one inner and one outer radius). Several shapes may be given; shapes prefixed with
+``-`` (DS9 exclusions, e.g. ``-circle(...)``) are subtracted from the union of the others.
+
+Conversion to a MOC (mocpy, ICRS, HEALPix NESTED):
+
+- circle -> ``MOC.from_cone``; annulus -> ``MOC.from_ring``;
+- ellipse -> ``MOC.from_elliptical_cone`` (a circle when both axes are equal);
+- polygon -> ``MOC.from_polygon``: mocpy joins the vertices by **great circles**, while ``regions``
+  (and DS9) join them by straight lines in the projection plane. For arcminute-size polygons the
+  two differ by far less than a HEALPix cell at the depths used here (a 1 degree edge bulges by
+  ~0.5"); for a 5 degree edge, by ~13";
+- box -> a 4-vertex polygon whose corners are placed exactly on the sky (spherical offsets from
+  the centre along the box axes), so its edges are great circles too.
+
+The DS9 ``angle`` of ellipses and boxes is measured counter-clockwise from the RA axis (West, as
+shown with North up and East left); the position angle of the box/ellipse ``height`` axis East of
+North is therefore equal to ``angle`` (and that of the ``width`` axis is ``angle + 90``).
+
+All cells that the shape touches are kept (mocpy's default), so a region smaller than one cell
+still gives a non-empty MOC.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import Angle, SkyCoord
+from astropy.utils.exceptions import AstropyUserWarning
+from mocpy import MOC
+from regions import (
+    CircleAnnulusSkyRegion,
+    CircleSkyRegion,
+    EllipseSkyRegion,
+    PolygonSkyRegion,
+    RectangleSkyRegion,
+    Regions,
+    SkyRegion,
+)
+
+#: Longest DS9 text accepted [characters].
+MAX_TEXT_CHARS: int = 100_000
+#: Most shapes accepted in one region.
+MAX_SHAPES: int = 100
+#: Most vertices accepted in one polygon.
+MAX_POLYGON_VERTICES: int = 1_000
+#: Default MOC depth of a region (HEALPix order 15: cells of 6.4 arcsec).
+DEFAULT_DEPTH: int = 15
+
+SHAPES = (
+    CircleSkyRegion,
+    EllipseSkyRegion,
+    RectangleSkyRegion,
+    PolygonSkyRegion,
+    CircleAnnulusSkyRegion,
+)
+SHAPE_NAMES = "circle, ellipse, box, polygon, annulus"
+
+
+class RegionError(ValueError):
+    """A region that cannot be used; ``str(exc)`` is a one-line message meant for the user."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def parse_ds9(text: str) -> Regions:
+    """Parse a DS9 region string into validated sky regions (see :func:`validate`).
+
+    Raises :class:`RegionError` for syntax errors, pixel coordinates (no WCS to convert them),
+    unsupported shapes, non-positive sizes, polygons with fewer than 3 vertices, empty input and
+    input over the size limits (``MAX_TEXT_CHARS``, ``MAX_SHAPES``).
+    """
+    if not isinstance(text, str):
+        raise RegionError(f"a DS9 region must be text, not {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise RegionError(f"region text too long: {len(text)} characters (max {MAX_TEXT_CHARS})")
+    if not text.strip():
+        raise RegionError("empty region: give at least one shape, e.g. icrs;circle(RA,Dec,R\")")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parsed = Regions.parse(text, format="ds9")
+        except Exception as exc:  # the parser raises ValueError, TypeError, its own errors...
+            raise RegionError(f"cannot parse DS9 region: {_one_line(exc)}") from None
+    for warning in caught:
+        if issubclass(warning.category, AstropyUserWarning):
+            message = _one_line(warning.message)
+            if "coordinate frame was not found" in message or '"physical"' in message:
+                raise RegionError(
+                    "no coordinate system before the shape: start with e.g. 'icrs;' "
+                    "(pixel coordinates need an image WCS and are not accepted here)"
+                )
+            raise RegionError(f"cannot parse DS9 region: {message}")
+        warnings.warn_explicit(
+            warning.message, warning.category, warning.filename, warning.lineno
+        )
+    return validate(parsed)
+
+
+def is_included(region: SkyRegion) -> bool:
+    """False for DS9 exclusions (``-circle(...)``); shapes built in Python are included."""
+    return bool(region.meta.get("include", True)) if region.meta is not None else True
+
+
+def validate(regions: Regions | Iterable[SkyRegion]) -> Regions:
+    """Check shapes, sizes and limits; return the regions as a ``Regions`` list.
+
+    Raises :class:`RegionError` with a user-readable message on the first problem.
+    """
+    shapes = list(regions)
+    if not shapes:
+        raise RegionError("empty region: no shape found")
+    if len(shapes) > MAX_SHAPES:
+        raise RegionError(f"too many shapes: {len(shapes)} (max {MAX_SHAPES})")
+    for number, shape in enumerate(shapes, start=1):
+        _validate_shape(shape, number)
+    if not any(is_included(shape) for shape in shapes):
+        raise RegionError("the region only has exclusions ('-shape'): add an included shape")
+    return Regions(shapes)
+
+
+def _validate_shape(shape: object, number: int) -> None:
+    where = f"shape {number}"
+    if not isinstance(shape, SkyRegion):
+        kind = type(shape).__name__.replace("PixelRegion", "").lower() or "shape"
+        if type(shape).__name__.endswith("PixelRegion"):
+            raise RegionError(
+                f"{where} ({kind}) is in pixel coordinates, which need an image WCS; "
+                "give sky coordinates (e.g. 'icrs;circle(RA,Dec,R\")')"
+            )
+        raise RegionError(f"{where} is not a sky region ({type(shape).__name__})")
+    if not isinstance(shape, SHAPES):
+        kind = type(shape).__name__.replace("SkyRegion", "").lower()
+        raise RegionError(f"{where}: unsupported shape '{kind}' (supported: {SHAPE_NAMES})")
+    coords = _vertices(shape) if isinstance(shape, PolygonSkyRegion) else shape.center
+    lon = np.atleast_1d(coords.icrs.ra.deg)
+    lat = np.atleast_1d(coords.icrs.dec.deg)
+    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+        raise RegionError(f"{where}: coordinates must be finite numbers")
+    for name, size in _sizes(shape).items():
+        value = float(size.to_value(u.deg))
+        if not np.isfinite(value) or value <= 0:
+            raise RegionError(f"{where}: {name} must be positive (got {size})")
+        if value > 180:
+            raise RegionError(f"{where}: {name} must be at most 180 deg (got {size})")
+    if isinstance(shape, PolygonSkyRegion):
+        n = len(lon)
+        if n < 3:
+            raise RegionError(f"{where}: a polygon needs at least 3 vertices (got {n})")
+        if n > MAX_POLYGON_VERTICES:
+            raise RegionError(f"{where}: too many polygon vertices: {n} (max {MAX_POLYGON_VERTICES})")
+        if _polygon_area_deg2(shape) <= 1e-12:
+            raise RegionError(f"{where}: the polygon has no area (repeated or aligned vertices)")
+    if isinstance(shape, CircleAnnulusSkyRegion) and shape.inner_radius >= shape.outer_radius:
+        raise RegionError(f"{where}: the annulus inner radius must be smaller than the outer one")
+
+
+def _vertices(shape: PolygonSkyRegion) -> SkyCoord:
+    return shape.vertices.icrs
+
+
+def _polygon_area_deg2(shape: PolygonSkyRegion) -> float:
+    """Area of a polygon in the plane of spherical offsets from its centre [deg^2] (shoelace)."""
+    vertices = _vertices(shape)
+    offsets = vertices.transform_to(_vector_to_coord(_shape_centre_vector(shape)).skyoffset_frame())
+    x, y = offsets.lon.wrap_at(180 * u.deg).deg, offsets.lat.deg
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _sizes(shape: SkyRegion) -> dict[str, Angle]:
+    if isinstance(shape, CircleSkyRegion):
+        return {"radius": Angle(shape.radius)}
+    if isinstance(shape, CircleAnnulusSkyRegion):
+        return {"inner radius": Angle(shape.inner_radius), "outer radius": Angle(shape.outer_radius)}
+    if isinstance(shape, EllipseSkyRegion | RectangleSkyRegion):
+        return {"width": Angle(shape.width), "height": Angle(shape.height)}
+    return {}
+
+
+def shape_moc(shape: SkyRegion, max_depth: int = DEFAULT_DEPTH) -> MOC:
+    """The MOC of one validated sky shape (exclusion flag ignored), at ``max_depth``."""
+    if isinstance(shape, PolygonSkyRegion):
+        vertices = _vertices(shape)
+        return MOC.from_polygon(vertices.ra, vertices.dec, max_depth=max_depth)
+    centre = shape.center.icrs
+    lon, lat = centre.ra, centre.dec
+    if isinstance(shape, CircleSkyRegion):
+        return MOC.from_cone(lon, lat, radius=Angle(shape.radius), max_depth=max_depth)
+    if isinstance(shape, CircleAnnulusSkyRegion):
+        return MOC.from_ring(
+            lon,
+            lat,
+            internal_radius=Angle(shape.inner_radius),
+            external_radius=Angle(shape.outer_radius),
+            max_depth=max_depth,
+        )
+    if isinstance(shape, EllipseSkyRegion):
+        width, height = Angle(shape.width) / 2, Angle(shape.height) / 2
+        if np.isclose(width.deg, height.deg, rtol=1e-9, atol=0):
+            return MOC.from_cone(lon, lat, radius=width, max_depth=max_depth)
+        angle = Angle(shape.angle)
+        a, b, pa = (height, width, angle) if height > width else (width, height, angle + 90 * u.deg)
+        return MOC.from_elliptical_cone(lon, lat, a=a, b=b, pa=pa.wrap_at(360 * u.deg), max_depth=max_depth)
+    if isinstance(shape, RectangleSkyRegion):
+        corners = box_corners(shape)
+        return MOC.from_polygon(corners.ra, corners.dec, max_depth=max_depth)
+    raise RegionError(f"unsupported shape {type(shape).__name__}")
+
+
+def box_corners(box: RectangleSkyRegion) -> SkyCoord:
+    """The 4 corners (ICRS) of a DS9 box, as spherical offsets from its centre along its axes."""
+    centre = box.center.icrs
+    half_w = Angle(box.width).deg / 2
+    half_h = Angle(box.height).deg / 2
+    pa_height = np.radians(Angle(box.angle).deg)
+    east, north = np.sin(pa_height), np.cos(pa_height)  # unit vector of the height axis
+    # the width axis is the height axis turned by +90 deg (East of North)
+    signs = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float)
+    d_east = signs[:, 0] * half_w * north + signs[:, 1] * half_h * east
+    d_north = -signs[:, 0] * half_w * east + signs[:, 1] * half_h * north
+    offsets = SkyCoord(lon=d_east * u.deg, lat=d_north * u.deg, frame=centre.skyoffset_frame())
+    return offsets.icrs
+
+
+def to_moc(regions: Regions | Iterable[SkyRegion], max_depth: int = DEFAULT_DEPTH) -> MOC:
+    """The MOC of a region: union of the included shapes minus the union of the exclusions.
+
+    ``max_depth``: HEALPix order of the result (15 = 6.4" cells by default). Raises
+    :class:`RegionError` if the shapes are invalid or nothing is left after the exclusions.
+    """
+    shapes = validate(regions)
+    included: list[MOC] = []
+    excluded: list[MOC] = []
+    for shape in shapes:
+        try:
+            moc = shape_moc(shape, max_depth)
+        except RegionError:
+            raise
+        except Exception as exc:  # mocpy rejects degenerate polygons, etc.
+            raise RegionError(f"cannot make a sky coverage from the region: {_one_line(exc)}") from None
+        (included if is_included(shape) else excluded).append(moc)
+    moc = _union(included)
+    if excluded:
+        moc = moc.difference(_union(excluded))
+    if moc.empty():
+        raise RegionError("the region is empty: its exclusions remove all of it")
+    return moc
+
+
+def _union(mocs: list[MOC]) -> MOC:
+    return mocs[0] if len(mocs) == 1 else mocs[0].union(*mocs[1:])
+
+
+def _shape_centre_vector(shape: SkyRegion) -> np.ndarray:
+    coords = _vertices(shape) if isinstance(shape, PolygonSkyRegion) else shape.center.icrs
+    xyz = np.atleast_2d(coords.cartesian.xyz.value.T)
+    mean = xyz.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return mean / norm if norm > 0 else xyz[0]
+
+
+def centre(regions: Regions | Iterable[SkyRegion]) -> SkyCoord:
+    """Centre (ICRS) of the included shapes: the normalised mean of their centre unit vectors.
+
+    A shape's centre is its ``center``; a polygon's is the mean of its vertex unit vectors.
+    """
+    shapes = [shape for shape in validate(regions) if is_included(shape)]
+    vectors = np.array([_shape_centre_vector(shape) for shape in shapes])
+    mean = vectors.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return _vector_to_coord((mean / norm) if norm > 0 else vectors[0])
+
+
+def _vector_to_coord(vector: np.ndarray) -> SkyCoord:
+    x, y, z = vector
+    lon = np.degrees(np.arctan2(y, x)) % 360.0
+    lat = np.degrees(np.arcsin(np.clip(z, -1.0, 1.0)))
+    return SkyCoord(ra=lon * u.deg, dec=lat * u.deg, frame="icrs")
+
+
+def extent(regions: Regions | Iterable[SkyRegion]) -> Angle:
+    """Largest angular half-size of the included shapes (circle radius, ellipse semi-major axis,
+    annulus outer radius, box half-diagonal, polygon largest vertex distance from its centre)."""
+    sizes = []
+    for shape in validate(regions):
+        if not is_included(shape):
+            continue
+        if isinstance(shape, PolygonSkyRegion):
+            vertices = _vertices(shape)
+            middle = _vector_to_coord(_shape_centre_vector(shape))
+            sizes.append(middle.separation(vertices).deg.max())
+        elif isinstance(shape, RectangleSkyRegion):
+            sizes.append(np.hypot(Angle(shape.width).deg, Angle(shape.height).deg) / 2)
+        else:
+            sizes.append(max(size.deg for size in _sizes(shape).values()))
+    return Angle(max(sizes), u.deg)
