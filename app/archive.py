@@ -8,24 +8,20 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from indexer.index import Index
+from indexer.index import Index, IndexNotFound
 
 CAMERA_ORDER = {"EMOS1": 0, "EMOS2": 1, "EPN": 2}
 
 
-class IndexMissing(RuntimeError):
-    """The index folder has not been built yet."""
+IndexMissing = IndexNotFound  # the app's name for "the index is not built (or unreadable)"
 
 
 def load_index(settings: Mapping[str, Any]) -> Index:
-    """The index named by the REGIO_INDEX setting (cached per process by ``Index.load``)."""
-    index_dir = Path(settings["INDEX"])
-    if not (index_dir / "index.db").exists():
-        raise IndexMissing(
-            f"no index in {index_dir}: build it with `python -m indexer build ARCHIVE --index {index_dir}`"
-            " (make run does this for you)"
-        )
-    return Index.load(index_dir)
+    """The index named by the REGIO_INDEX setting (cached per process by ``Index.load``).
+
+    Raises ``IndexMissing`` with a message that says how to build it.
+    """
+    return Index.load(Path(settings["INDEX"]))
 
 
 def observations_by_obsid(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,14 +1,92 @@
-"""The JSON API: what the page uses, and what curl and Python users call. Errors are JSON."""
+"""The JSON API: what the page uses, and what curl and Python users call.
+
+Views are thin: parse the request, call a plain module, shape the answer. Every error is JSON
+``{"error", "message", "status"}`` (see ``create_app``); every response carries ``X-Regio-Version``.
+The OpenAPI document (``/api/openapi.json``) is built in ``app.openapi``; a test checks that every
+route here is documented there.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, jsonify
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, request, url_for
 from rq import Worker
 
-from app import __version__
+from app import __version__, shapes
 from app.archive import IndexMissing, load_index
+from app.sessions import SelectionError, SessionNotFound, SessionStore
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def settings() -> dict[str, Any]:
+    return current_app.extensions["regio.settings"]
+
+
+def session_store() -> SessionStore:
+    return SessionStore(settings()["SESSIONS"])
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 saying what is wrong with it."""
+    if not request.is_json:
+        abort(415, description="send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="the body must be a JSON object")
+    return body
+
+
+def index_or_503():
+    try:
+        return load_index(settings())
+    except IndexMissing as exc:
+        abort(503, description=str(exc))
+
+
+def parse_regions(body: dict[str, Any]):
+    """Source and background regions from a body (DS9 strings or viewer JSON shapes) or a 400."""
+    unknown = set(body) - {"source", "background", "title", "view"}
+    if unknown:
+        abort(400, description=f"unknown field(s): {', '.join(sorted(unknown))}")
+    if body.get("source") in (None, "", []):
+        abort(400, description="'source' is required: a DS9 region string or a list of shapes")
+    try:
+        source = shapes.parse(body["source"])
+    except shapes.RegionError as exc:
+        abort(400, description=f"source region: {exc}")
+    background = None
+    if body.get("background") not in (None, "", []):
+        try:
+            background = shapes.parse(body["background"])
+        except shapes.RegionError as exc:
+            abort(400, description=f"background region: {exc}")
+    return source, background
+
+
+def coverage_rows(source, background) -> list[dict[str, Any]]:
+    """Covering (observation, camera) rows of the source region, with the background's coverage."""
+    index = index_or_503()
+    rows = index.query(source)
+    if background is not None:
+        covered = {(r["obsid"], r["camera"]): r["coverage"] for r in index.query(background)}
+        for row in rows:
+            row["background_coverage"] = covered.get((row["obsid"], row["camera"]), 0.0)
+    return rows
+
+
+def session_json(session_id: str) -> dict[str, Any]:
+    try:
+        record = session_store().get(session_id)
+    except SessionNotFound:
+        abort(404, description=f"no session {session_id!s:.40}")
+    by_camera: dict[str, list[dict[str, Any]]] = {}
+    for row in record["coverage"]:
+        by_camera.setdefault(row["camera"], []).append(row)
+    record["coverage_by_camera"] = by_camera
+    record["url"] = url_for("api.get_session", session_id=session_id, _external=False)
+    return record
 
 
 @bp.get("/health")
@@ -23,20 +101,114 @@ def health():
         redis_ok, workers = False, []
         current_app.logger.warning("redis unreachable: %s", exc)
     try:
-        index = load_index(current_app.extensions["regio.settings"]).stats()
+        index = load_index(settings()).stats()
     except IndexMissing as exc:
         index = {"error": str(exc)}
     ok = redis_ok and "error" not in index
-    return jsonify(version=__version__, ok=ok, redis=redis_ok, workers=workers, index=index), (
-        200 if ok else 503
-    )
+    body = {"version": __version__, "ok": ok, "redis": redis_ok, "workers": workers, "index": index}
+    return jsonify(body), 200 if ok else 503
 
 
 @bp.get("/observations")
 def observations():
     """Every indexed (observation, camera) with its metadata."""
+    return jsonify(index_or_503().observations())
+
+
+@bp.get("/coverage")
+def coverage():
+    """The union of the archive's coverage as MOC JSON, small enough for the viewer."""
+    return jsonify(index_or_503().coverage_moc_json())
+
+
+@bp.get("/observations/<obsid>/<camera>/moc")
+def camera_moc(obsid: str, camera: str):
+    """One camera's footprint as MOC JSON."""
     try:
-        index = load_index(current_app.extensions["regio.settings"])
-    except IndexMissing as exc:
-        abort(503, description=str(exc))
-    return jsonify(index.observations())
+        return jsonify(index_or_503().camera_moc_json(obsid, camera))
+    except KeyError:
+        abort(404, description=f"no camera {camera!s:.10} in observation {obsid!s:.20}")
+
+
+@bp.post("/sessions")
+def create_session():
+    """A new session from a source (and optional background) region; finds the coverage."""
+    body = json_body()
+    source, background = parse_regions(body)
+    title = body.get("title", "")
+    if not isinstance(title, str) or len(title) > 200:
+        abort(400, description="'title' must be text of at most 200 characters")
+    rows = coverage_rows(source, background)
+    store = session_store()
+    session_id = store.create(source, background, owner=None, title=title)
+    store.set_coverage(session_id, rows)
+    response = jsonify(session_json(session_id))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_session", session_id=session_id)
+    return response
+
+
+@bp.get("/sessions")
+def list_sessions():
+    """Every session, newest first (without their coverage)."""
+    return jsonify(session_store().list())
+
+
+@bp.get("/sessions/<session_id>")
+def get_session(session_id: str):
+    """A session: regions, covering observations per camera with metadata, selection."""
+    return jsonify(session_json(session_id))
+
+
+@bp.put("/sessions/<session_id>/regions")
+def put_regions(session_id: str):
+    """Replace the regions; the coverage is found again and the selection pruned to it."""
+    session_json(session_id)  # 404 before anything else
+    body = json_body()
+    source, background = parse_regions(body)
+    rows = coverage_rows(source, background)
+    store = session_store()
+    store.set_regions(session_id, source, background)
+    store.set_coverage(session_id, rows)
+    return jsonify(session_json(session_id))
+
+
+@bp.put("/sessions/<session_id>/selection")
+def put_selection(session_id: str):
+    """Replace the selection: ``{"observations": [{"obsid": ..., "camera": ...}, ...]}``."""
+    session_json(session_id)
+    body = json_body()
+    if set(body) != {"observations"}:
+        abort(400, description='the body must be {"observations": [{"obsid", "camera"}, ...]}')
+    try:
+        session_store().set_selection(session_id, body["observations"])
+    except SelectionError as exc:
+        abort(400, description=str(exc))
+    return jsonify(session_json(session_id))
+
+
+@bp.put("/sessions/<session_id>/view")
+def put_view(session_id: str):
+    """Remember the viewer position: ``{"ra": deg, "dec": deg, "fov": deg}``."""
+    session_json(session_id)
+    body = json_body()
+    view = {}
+    for key, low, high in (("ra", 0, 360), ("dec", -90, 90), ("fov", 1e-6, 360)):
+        value = body.get(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            abort(400, description=f"'{key}' must be a number between {low} and {high}")
+        view[key] = float(value)
+    session_store().set_view(session_id, view)
+    return jsonify(session_json(session_id))
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI document of this API."""
+    from app.openapi import document
+
+    return jsonify(document(__version__))

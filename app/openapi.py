@@ -1,0 +1,210 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``/api/openapi.json``.
+
+Operations are declared here as data next to the schemas they use; a test checks that every
+``/api`` route of the app is documented and that nothing documented is missing from the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "status"],
+        "properties": {
+            "error": {"type": "string", "description": "HTTP reason, e.g. 'Bad Request'"},
+            "message": {"type": "string", "description": "what is wrong, in words"},
+            "status": {"type": "integer"},
+        },
+    },
+    "Region": {
+        "description": 'A DS9 region string in sky coordinates (e.g. `icrs;circle(149.59,-11.06,60")`) '
+        "or a list of viewer shapes in ICRS degrees.",
+        "oneOf": [
+            {"type": "string", "maxLength": 100000},
+            {"type": "array", "maxItems": 100, "items": {"$ref": "#/components/schemas/Shape"}},
+        ],
+    },
+    "Shape": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"enum": ["circle", "annulus", "ellipse", "box", "polygon"]},
+            "ra": {"type": "number", "description": "centre RA [deg]"},
+            "dec": {"type": "number", "description": "centre Dec [deg]"},
+            "radius": {"type": "number", "description": "circle radius [deg]"},
+            "inner": {"type": "number", "description": "annulus inner radius [deg]"},
+            "outer": {"type": "number", "description": "annulus outer radius [deg]"},
+            "width": {"type": "number", "description": "ellipse/box full width [deg]"},
+            "height": {"type": "number", "description": "ellipse/box full height [deg]"},
+            "angle": {"type": "number", "description": "DS9 angle [deg]"},
+            "vertices": {
+                "type": "array",
+                "minItems": 3,
+                "items": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+                "description": "polygon vertices [[ra, dec], ...] [deg]",
+            },
+            "exclude": {"type": "boolean", "description": "a DS9 exclusion (-shape)"},
+        },
+    },
+    "Observation": {
+        "type": "object",
+        "description": "One (observation, camera) of the index, with its metadata.",
+        "properties": {
+            "mission": {"type": "string"},
+            "obsid": {"type": "string"},
+            "camera": {"enum": ["EMOS1", "EMOS2", "EPN"]},
+            "object": {"type": "string"},
+            "observer": {"type": "string"},
+            "date_obs": {"type": "string"},
+            "date_end": {"type": "string"},
+            "exposure": {"type": "number", "description": "live time [s]"},
+            "ra_pnt": {"type": "number", "description": "[deg]"},
+            "dec_pnt": {"type": "number", "description": "[deg]"},
+            "pa_pnt": {"type": "number", "description": "[deg]"},
+            "filter": {"type": "string"},
+            "submode": {"type": "string"},
+            "n_events": {"type": ["integer", "null"]},
+            "coverage": {
+                "type": "number",
+                "description": "fraction of the region covered (queries)",
+            },
+            "offaxis_arcmin": {
+                "type": "number",
+                "description": "region centre to pointing [arcmin]",
+            },
+        },
+    },
+    "SessionIn": {
+        "type": "object",
+        "required": ["source"],
+        "properties": {
+            "source": {"$ref": "#/components/schemas/Region"},
+            "background": {"$ref": "#/components/schemas/Region"},
+            "title": {"type": "string", "maxLength": 200},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "owner": {"type": ["string", "null"]},
+            "title": {"type": "string"},
+            "created": {"type": "string"},
+            "updated": {"type": "string"},
+            "regions": {"type": "object"},
+            "coverage": {"type": "array", "items": {"$ref": "#/components/schemas/Observation"}},
+            "coverage_by_camera": {"type": "object"},
+            "selection": {"$ref": "#/components/schemas/Selection"},
+        },
+    },
+    "Selection": {
+        "type": "object",
+        "required": ["observations"],
+        "properties": {
+            "observations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["obsid", "camera"],
+                    "properties": {"obsid": {"type": "string"}, "camera": {"type": "string"}},
+                },
+            }
+        },
+    },
+    "View": {
+        "type": "object",
+        "required": ["ra", "dec", "fov"],
+        "properties": {
+            "ra": {"type": "number", "description": "[deg]"},
+            "dec": {"type": "number", "description": "[deg]"},
+            "fov": {"type": "number", "description": "field of view [deg]"},
+        },
+    },
+    "MOC": {
+        "type": "object",
+        "description": "MOC JSON: HEALPix order -> NESTED cell numbers (Aladin Lite A.MOCFromJSON)",
+        "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+    },
+}
+
+
+def _op(summary: str, ok: str | None = "200", schema: Any = None, body: str | None = None,
+        errors: tuple[int, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    op: dict[str, Any] = {"summary": summary, "responses": {}}
+    if ok:
+        content = {"application/json": {"schema": schema}} if schema else None
+        op["responses"][ok] = {
+            "description": "success",
+            **({"content": content} if content else {}),
+        }
+    for code in errors:
+        op["responses"][str(code)] = {
+            "description": "error",
+            "content": {"application/json": {"schema": ERROR}},
+        }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return op
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+OBS_LIST = {"type": "array", "items": ref("Observation")}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/health": {"get": _op("Service status: Redis, workers, index", schema={"type": "object"})},
+    "/api/openapi.json": {"get": _op("This document", schema={"type": "object"})},
+    "/api/observations": {"get": _op("Every indexed (observation, camera)", schema=OBS_LIST, errors=(503,))},
+    "/api/coverage": {"get": _op("Union of the archive coverage (MOC JSON, < 1.5 MB)", schema=ref("MOC"), errors=(503,))},
+    "/api/observations/{obsid}/{camera}/moc": {
+        "get": _op("One camera footprint (MOC JSON)", schema=ref("MOC"), errors=(404, 503))
+    },
+    "/api/sessions": {
+        "get": _op("Sessions, newest first", schema={"type": "array", "items": ref("Session")}),
+        "post": _op("Create a session from regions; finds the covering observations", ok="201",
+                    schema=ref("Session"), body="SessionIn", errors=(400, 413, 415, 503)),
+    },
+    "/api/sessions/{session_id}": {"get": _op("A session", schema=ref("Session"), errors=(404,))},
+    "/api/sessions/{session_id}/regions": {
+        "put": _op("Replace the regions (coverage found again, selection pruned)", schema=ref("Session"),
+                   body="SessionIn", errors=(400, 404, 413, 415, 503))
+    },
+    "/api/sessions/{session_id}/selection": {
+        "put": _op("Replace the selected (observation, camera) pairs", schema=ref("Session"),
+                   body="Selection", errors=(400, 404, 415))
+    },
+    "/api/sessions/{session_id}/view": {
+        "put": _op("Remember the viewer position", schema=ref("Session"), body="View",
+                   errors=(400, 404, 415))
+    },
+}  # fmt: skip
+
+
+def document(version: str, extra_paths: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The OpenAPI document for this version of the service."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Regio API",
+            "version": version,
+            "description": "Region-based processing of X-ray observations: sessions, regions, "
+            "covering observations, script runs, logs and products. Errors are JSON objects "
+            "with a message; every response carries the X-Regio-Version header.",
+        },
+        "paths": PATHS | (extra_paths or {}),
+        "components": {"schemas": SCHEMAS},
+    }
