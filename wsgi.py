@@ -1,5 +1,9 @@
-"""gunicorn entry point: ``gunicorn wsgi:app`` (settings from REGIO_* environment variables)."""
+"""gunicorn entry point: ``gunicorn wsgi:app`` (settings from REGIO_* environment variables).
 
-from app import create_app
+Each web process also runs the reconciler, which settles runs whose worker died.
+"""
+
+from app import create_app, jobs
 
 app = create_app()
+jobs.start_reconciler_thread(app)

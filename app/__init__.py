@@ -39,10 +39,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["regio.settings"] = values
     app.extensions["regio.redis"] = redis.Redis.from_url(values["REDIS_URL"])
 
-    from app.views import api, pages
+    from app.views import api, pages, runs_api
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(runs_api.bp)
 
     @app.after_request
     def add_version(response):

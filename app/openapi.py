@@ -6,6 +6,7 @@ Operations are declared here as data next to the schemas they use; a test checks
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -191,7 +192,119 @@ PATHS: dict[str, dict[str, Any]] = {
         "put": _op("Remember the viewer position", schema=ref("Session"), body="View",
                    errors=(400, 404, 415))
     },
+    "/api/scripts": {"get": _op("Scripts: name, title, documentation, parameters, products",
+                                 schema={"type": "array", "items": ref("Script")})},
+    "/api/sessions/{session_id}/runs": {
+        "get": _op("Runs of a session, newest first", schema={"type": "array", "items": ref("Run")},
+                   errors=(404,)),
+        "post": _op("Queue a run of a script on the session's regions and selection", ok="202",
+                    schema=ref("Run"), body="RunIn", errors=(400, 404, 413, 415)),
+    },
+    "/api/runs/{run_id}": {"get": _op("A run", schema=ref("Run"), errors=(404,))},
+    "/api/runs/{run_id}/cancel": {
+        "post": _op("Cancel a queued or running run (200 when ended, 202 while stopping)",
+                    schema=ref("Run"), errors=(404, 409))
+    },
+    "/api/runs/{run_id}/log": {
+        "get": {
+            **_op("The log as text from a byte offset; X-Next-Offset tells where to go on",
+                  ok=None, errors=(400, 404)),
+            "parameters": [{"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": {"description": "log text", "content": {"text/plain": {}}},
+                          "400": {"description": "bad offset"}, "404": {"description": "no such run"}},
+        }
+    },
+    "/api/runs/{run_id}/events": {
+        "get": {
+            "summary": "Server-sent events: 'log' lines (id = byte offset), 'state' changes, 'end'. "
+                       "Resumes after the Last-Event-ID header (or ?offset=).",
+            "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {}}},
+                          "400": {"description": "bad offset"}, "404": {"description": "no such run"}},
+        }
+    },
+    "/api/runs/{run_id}/products": {
+        "get": _op("The run's products manifest", schema={"type": "array", "items": ref("Product")},
+                   errors=(404,))
+    },
+    "/api/runs/{run_id}/products/{name}": {
+        "get": {"summary": "Download a product file (?inline=1 to show it in the browser)",
+                "responses": {"200": {"description": "the file"}, "400": {"description": "bad name"},
+                              "404": {"description": "no such run or product"}}}
+    },
+    "/api/runs/{run_id}/bundle.zip": {
+        "get": {"summary": "Zip of products, log, input, provenance and the session's regions",
+                "responses": {"200": {"description": "zip", "content": {"application/zip": {}}},
+                              "404": {"description": "no such run"}}}
+    },
 }  # fmt: skip
+
+SCHEMAS |= {
+    "Script": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "title": {"type": "string"},
+            "version": {"type": "string"},
+            "documentation": {"type": "string"},
+            "time_limit": {"type": "integer", "description": "[s]"},
+            "parameters": {"type": "array", "items": {"type": "object"}},
+            "products": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "RunIn": {
+        "type": "object",
+        "required": ["script"],
+        "properties": {
+            "script": {"type": "string", "description": "a name from GET /api/scripts"},
+            "params": {"type": "object", "description": "checked against the script's parameters"},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "session_id": {"type": "string"},
+            "script": {"type": "string"},
+            "phase": {"enum": ["QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED"]},
+            "stage": {"type": ["string", "null"]},
+            "progress_done": {"type": ["integer", "null"]},
+            "progress_total": {"type": ["integer", "null"]},
+            "queue_position": {"type": ["integer", "null"]},
+            "created": {"type": "string"},
+            "started": {"type": ["string", "null"]},
+            "ended": {"type": ["string", "null"]},
+            "exit_code": {"type": ["integer", "null"]},
+            "error": {"type": ["string", "null"]},
+            "failing_stage": {"type": ["string", "null"]},
+            "log_tail": {"type": ["string", "null"]},
+            "links": {"type": "object"},
+        },
+    },
+    "Product": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string"},
+            "kind": {"enum": ["spectrum", "lightcurve", "image", "table", "plot", "other"]},
+            "description": {"type": "string"},
+            "obsid": {"type": ["string", "null"]},
+            "camera": {"type": ["string", "null"]},
+            "size": {"type": "integer", "description": "[bytes]"},
+            "url": {"type": "string"},
+        },
+    },
+}
+
+
+def _with_path_parameters(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Declare every ``{name}`` of a path as a required string path parameter."""
+    out = {}
+    for path, item in paths.items():
+        names = re.findall(r"{(\w+)}", path)
+        params = [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+        out[path] = {"parameters": params, **item} if params else item
+    return out
 
 
 def document(version: str, extra_paths: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -205,6 +318,6 @@ def document(version: str, extra_paths: dict[str, dict[str, Any]] | None = None)
             "covering observations, script runs, logs and products. Errors are JSON objects "
             "with a message; every response carries the X-Regio-Version header.",
         },
-        "paths": PATHS | (extra_paths or {}),
+        "paths": _with_path_parameters(PATHS | (extra_paths or {})),
         "components": {"schemas": SCHEMAS},
     }

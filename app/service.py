@@ -24,8 +24,6 @@ from typing import Any
 from app import settings as settings_mod
 from app.redis_server import EmbeddedRedis
 
-QUEUE_NAME = "regio"
-
 
 def log(message: str) -> None:
     print(f"[regio] {message}", file=sys.stderr, flush=True)
@@ -98,9 +96,10 @@ class Service:
         self._spawn("web", self.gunicorn_command(), env)
 
     def worker_command(self, number: int) -> list[str]:
+        from app import jobs
+
         name = f"regio-{os.uname().nodename}-{os.getpid()}-{number}"
-        return [sys.executable, "-m", "rq.cli", "worker", "--url", self.values["REDIS_URL"],
-                "--name", name, QUEUE_NAME]  # fmt: skip
+        return jobs.worker_command(self.values["REDIS_URL"], name=name)
 
     def gunicorn_command(self) -> list[str]:
         return [

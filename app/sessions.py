@@ -216,6 +216,12 @@ class SessionStore:
             rows[(s["obsid"], s["camera"])] for s in selection if (s["obsid"], s["camera"]) in rows
         ]
 
+    def region_files(self, session_id: str) -> dict[str, Path]:
+        """The session's region files, named as a run bundle holds them."""
+        folder = self._existing(session_id)
+        names = ("source.reg", "background.reg", "regions.json", "selection.json")
+        return {f"regions/{n}": folder / n for n in names if (folder / n).is_file()}
+
     def run_dir(self, session_id: str, run_id: str) -> Path:
         if not ID_PATTERN.match(run_id):
             raise SessionNotFound(run_id)

@@ -26,6 +26,16 @@ def sample_archive(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sample_index(sample_archive, tmp_path_factory) -> Path:
+    """The index of ``sample_archive``, built once; treat it as read-only."""
+    from indexer.build import build_index
+
+    index = tmp_path_factory.mktemp("sample-index")
+    build_index([sample_archive], index)
+    return index
+
+
+@pytest.fixture(scope="session")
 def real_data(tmp_path_factory) -> Path:
     """A private copy of the real XMM data set (the shared one stays read-only)."""
     if not REAL_DATA.is_dir():

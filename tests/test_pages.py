@@ -7,15 +7,6 @@ import pytest
 from app import create_app
 
 
-@pytest.fixture(scope="module")
-def sample_index(sample_archive, tmp_path_factory):
-    from indexer.build import build_index
-
-    index = tmp_path_factory.mktemp("index")
-    build_index([sample_archive], index)
-    return index
-
-
 @pytest.fixture
 def client(sample_index, redis_url, tmp_path):
     app = create_app(

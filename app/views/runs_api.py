@@ -1,0 +1,247 @@
+"""The JSON API of scripts and runs: launch, follow (log, server-sent events), cancel, products.
+
+Plain modules do the work: ``app.catalog`` (scripts), ``app.runs`` (records, run folders),
+``app.jobs`` (the queue), ``app.inputs`` (what a script receives). Views parse and shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
+
+from app import catalog, inputs, jobs, runs
+from app.sessions import SessionNotFound
+from app.views.api import json_body, session_json, session_store, settings
+
+bp = Blueprint("runs_api", __name__, url_prefix="/api")
+
+#: Seconds between two looks at the log and the record while a stream is open.
+STREAM_POLL = 0.25
+#: Seconds between keep-alive comments on an idle stream (proxies close silent connections).
+STREAM_KEEPALIVE = 15.0
+
+
+def db_path():
+    return runs.db_path(settings()["SESSIONS"])
+
+
+def redis_conn():
+    return current_app.extensions["regio.redis"]
+
+
+def scripts() -> dict[str, catalog.Script]:
+    return catalog.load_catalog(settings()["SCRIPTS"])
+
+
+def get_run(run_id: str) -> runs.Run:
+    try:
+        return runs.get(db_path(), run_id)
+    except (runs.RunNotFound, ValueError):
+        abort(404, description=f"no run {run_id!s:.40}")
+
+
+def run_json(run: runs.Run) -> dict[str, Any]:
+    out = run.to_json()
+    out["queue_position"] = (
+        runs.queue_position(run, redis_conn()) if run.phase == runs.QUEUED else None
+    )
+    out["links"] = {
+        "self": url_for("runs_api.get_run_view", run_id=run.id),
+        "session": url_for("api.get_session", session_id=run.session_id),
+        "log": url_for("runs_api.run_log", run_id=run.id),
+        "events": url_for("runs_api.run_events", run_id=run.id),
+        "products": url_for("runs_api.run_products", run_id=run.id),
+        "bundle": url_for("runs_api.run_bundle", run_id=run.id),
+        "cancel": url_for("runs_api.cancel_run", run_id=run.id),
+    }
+    return out
+
+
+@bp.get("/scripts")
+def list_scripts():
+    """The scripts users can run: name, title, documentation, parameters, products."""
+    return jsonify([s.to_json() for s in sorted(scripts().values(), key=lambda s: s.name)])
+
+
+@bp.post("/sessions/<session_id>/runs")
+def create_run(session_id: str):
+    """Queue a run of a script on the session's regions and selected observations."""
+    session_json(session_id)  # 404 first
+    body = json_body()
+    unknown = set(body) - {"script", "params"}
+    if unknown:
+        abort(400, description=f"unknown field(s): {', '.join(sorted(unknown))}")
+    name = body.get("script")
+    available = scripts()
+    if not isinstance(name, str) or name not in available:
+        abort(400, description=f"unknown script {name!r:.60}; see GET /api/scripts")
+    script = available[name]
+    try:
+        params = catalog.validate_params(script, body.get("params") or {})
+    except catalog.ParamError as exc:
+        abort(400, description=str(exc))
+    store = session_store()
+    try:
+        regions, observations = inputs.for_session(store, session_id)
+    except inputs.InputError as exc:
+        abort(400, description=str(exc))
+    run_id = runs.new_run_id()
+    run = runs.create(
+        db_path(),
+        store.run_dir(session_id, run_id),
+        session_id=session_id,
+        script=script,
+        params=params,
+        owner=store.get(session_id).get("owner") or "",
+        regions=regions,
+        observations=observations,
+        run_id=run_id,
+    )
+    jobs.enqueue(run, script, redis_conn(), db_path())
+    response = jsonify(run_json(runs.get(db_path(), run.id)))
+    response.status_code = 202
+    response.headers["Location"] = url_for("runs_api.get_run_view", run_id=run.id)
+    return response
+
+
+@bp.get("/sessions/<session_id>/runs")
+def list_session_runs(session_id: str):
+    """The runs of a session, newest first."""
+    session_json(session_id)
+    return jsonify([run_json(r) for r in runs.list_runs(db_path(), session_id)])
+
+
+@bp.get("/runs/<run_id>")
+def get_run_view(run_id: str):
+    """A run: phase, stage, progress, queue position, times, exit code, error."""
+    return jsonify(run_json(get_run(run_id)))
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel_run(run_id: str):
+    """Cancel a queued or running run (its processes are killed); 409 if it has ended."""
+    run = get_run(run_id)
+    if run.terminal:
+        abort(409, description=f"the run has already ended ({run.phase})")
+    run = jobs.cancel(run.id, db_path(), redis_conn(), wait=5.0)
+    return jsonify(run_json(run)), 200 if run.terminal else 202
+
+
+def _offset_arg() -> int:
+    raw = request.args.get("offset", "0")
+    if not raw.isdigit() or len(raw) > 15:
+        abort(400, description="'offset' must be a whole number of bytes >= 0")
+    return int(raw)
+
+
+@bp.get("/runs/<run_id>/log")
+def run_log(run_id: str):
+    """The log from a byte offset (text/plain); ``X-Next-Offset`` says where to continue."""
+    run = get_run(run_id)
+    text, next_offset = runs.read_log(run.run_dir, _offset_arg())
+    response = Response(text, mimetype="text/plain")
+    response.headers["X-Next-Offset"] = str(next_offset)
+    response.headers["X-Run-Phase"] = run.phase
+    return response
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    body = "".join(f"data: {line}\n" for line in payload.split("\n"))
+    return f"{head}event: {event}\n{body}\n"
+
+
+def _state(run: runs.Run) -> dict[str, Any]:
+    return {
+        "phase": run.phase,
+        "stage": run.stage,
+        "stages": [s.get("name") for s in run.stages],
+        "progress": [run.progress_done, run.progress_total],
+        "error": run.error,
+    }
+
+
+def event_stream(path, run_id: str, offset: int) -> Iterator[str]:
+    """Server-sent events of a run: ``log`` (one per line; id = byte offset after it), ``state``
+    (phase, stage, progress: sent at start and on every change) and ``end`` once the run has
+    ended and its log is drained. Resuming with ``Last-Event-ID`` continues after that line."""
+    last_state = None
+    last_sent = time.monotonic()
+    yield "retry: 2000\n\n"
+    while True:
+        run = runs.get(path, run_id)
+        state = _state(run)
+        if state != last_state:
+            yield _sse("state", state, offset)
+            last_state, last_sent = state, time.monotonic()
+        text, new_offset = runs.read_log(run.run_dir, offset)
+        start = offset
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n") and not run.terminal:
+                break  # a line still being written: wait for its end
+            offset += len(line.encode())
+            yield _sse("log", line.rstrip("\n"), offset)
+            last_sent = time.monotonic()
+        if new_offset - start >= runs.MAX_LOG_CHUNK:
+            continue  # a full chunk: more of the log is waiting, read on at once
+        if run.terminal and offset >= new_offset:
+            yield _sse("end", state, offset)
+            return
+        if time.monotonic() - last_sent > STREAM_KEEPALIVE:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        time.sleep(STREAM_POLL)
+
+
+@bp.get("/runs/<run_id>/events")
+def run_events(run_id: str):
+    """Server-sent events: log lines, state changes, end. Resumes from ``Last-Event-ID``."""
+    run = get_run(run_id)
+    resume = request.headers.get("Last-Event-ID") or request.args.get("offset") or "0"
+    if not resume.isdigit() or len(resume) > 15:
+        abort(400, description="Last-Event-ID (or 'offset') must be a byte offset >= 0")
+    stream = event_stream(db_path(), run.id, int(resume))
+    response = Response(stream, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # tell nginx-like proxies not to buffer
+    return response
+
+
+@bp.get("/runs/<run_id>/products")
+def run_products(run_id: str):
+    """The products manifest of a run: file, kind, description, obsid, camera, size, ..."""
+    run = get_run(run_id)
+    products = runs.list_products(run.run_dir)
+    for product in products:
+        product["url"] = url_for("runs_api.run_product", run_id=run.id, name=product["file"])
+    return jsonify(products)
+
+
+@bp.get("/runs/<run_id>/products/<path:name>")
+def run_product(run_id: str, name: str):
+    """Download one product file."""
+    run = get_run(run_id)
+    try:
+        path = runs.product_path(run.run_dir, name)
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    if not path.is_file():
+        abort(404, description=f"no product {name!s:.100} in run {run.id}")
+    return send_file(path, as_attachment=request.args.get("inline") != "1", max_age=0)
+
+
+@bp.get("/runs/<run_id>/bundle.zip")
+def run_bundle(run_id: str):
+    """A zip of the run: products, log, input, provenance and the session's regions."""
+    run = get_run(run_id)
+    try:
+        extra = session_store().region_files(run.session_id)
+    except SessionNotFound:
+        extra = {}
+    path = runs.bundle(run.run_dir, extra_files=extra)
+    return send_file(path, as_attachment=True, download_name=f"regio-run-{run.id}.zip", max_age=0)

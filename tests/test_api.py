@@ -1,0 +1,407 @@
+"""The JSON API end to end: sessions, coverage, selection, runs on a real rq worker, logs, SSE,
+products, bundle; and every kind of bad input gets a clear 4xx and changes nothing stored."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app import create_app, jobs
+from app.openapi import document
+from tests.conftest import ROOT
+
+SCRIPTS = ROOT / "tests" / "scripts"
+
+
+def source_of(truth, kind="point", min_counts=200):
+    """A bright injected source of the sample archive, and the observations that see it."""
+    for src in truth["sources"]:
+        seen = {
+            obsid
+            for obsid, cams in src["expected"].items()
+            if any(c["counts_r30"] > min_counts for c in cams.values())
+        }
+        if src["kind"] == kind and seen:
+            return src, seen
+    raise AssertionError("no bright source in the sample archive")
+
+
+@pytest.fixture
+def env(tmp_path, sample_index, redis_url):
+    return {
+        "INDEX": sample_index,
+        "REDIS_URL": redis_url,
+        "INSTANCE": tmp_path / "instance",
+        "SESSIONS": tmp_path / "sessions",
+        "SCRIPTS": SCRIPTS,
+    }
+
+
+@pytest.fixture
+def client(env):
+    return create_app(env).test_client()
+
+
+@pytest.fixture
+def truth(sample_archive):
+    return json.loads((sample_archive / "truth.json").read_text())
+
+
+@pytest.fixture
+def worker(env, tmp_path):
+    """A real ``rq worker`` subprocess with the same settings as the app."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
+    child_env.update({f"REGIO_{k}": str(v) for k, v in env.items()})
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        jobs.worker_command(env["REDIS_URL"], name=f"test-{tmp_path.name}"),
+        cwd=ROOT,
+        env=child_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "regio.db"
+    }
+
+
+def circle(src, radius_arcsec=30):
+    return f'icrs;circle({src["ra"]},{src["dec"]},{radius_arcsec}")'
+
+
+def annulus(src):
+    return f'icrs;annulus({src["ra"]},{src["dec"]},60",120")'
+
+
+def new_session(client, truth, **extra):
+    src, seen = source_of(truth)
+    body = {"source": circle(src), "background": annulus(src), **extra}
+    response = client.post("/api/sessions", json=body)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json(), src, seen
+
+
+def wait_run(client, run_id, phases=("COMPLETED", "ERROR", "ABORTED"), timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/runs/{run_id}").get_json()
+        if run["phase"] in phases:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} still {run['phase']} after {timeout} s: {run}")
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+def test_create_session_finds_the_covering_observations(client, truth):
+    session, src, seen = new_session(client, truth)
+    covering = {(r["obsid"], r["camera"]) for r in session["coverage"]}
+    for obsid in seen:
+        cams = truth["sources"][truth["sources"].index(src)]["expected"][obsid]
+        for camera, expected in cams.items():
+            if expected["counts_r30"] > 200:
+                assert (obsid, camera) in covering
+    row = session["coverage"][0]
+    for key in ("obsid", "camera", "object", "date_obs", "exposure", "filter", "submode",
+                "coverage", "offaxis_arcmin", "background_coverage"):  # fmt: skip
+        assert key in row, key
+    assert session["coverage_by_camera"].keys() <= {"EMOS1", "EMOS2", "EPN"}
+    assert len(session["selection"]["observations"]) == len(covering)
+    again = client.get(session["url"]).get_json()
+    assert again["regions"]["source"][0]["type"] == "circle"
+    assert again["regions"]["background"][0]["type"] == "annulus"
+    assert "circle(" in again["regions"]["source_ds9"]
+
+
+def test_viewer_json_shapes_are_accepted(client, truth):
+    src, _ = source_of(truth)
+    body = {
+        "source": [{"type": "circle", "ra": src["ra"], "dec": src["dec"], "radius": 30 / 3600}],
+        "background": [
+            {"type": "annulus", "ra": src["ra"], "dec": src["dec"], "inner": 0.02, "outer": 0.04}
+        ],
+    }
+    response = client.post("/api/sessions", json=body)
+    assert response.status_code == 201
+    assert response.get_json()["coverage"]
+
+
+def test_selection_and_regions_update(client, truth):
+    session, src, _ = new_session(client, truth)
+    first = session["coverage"][0]
+    url = session["url"]
+    pick = [{"obsid": first["obsid"], "camera": first["camera"]}]
+    response = client.put(f"{url}/selection", json={"observations": pick})
+    assert response.status_code == 200
+    assert response.get_json()["selection"]["observations"] == pick
+    far = 'icrs;circle(10.0,-70.0,30")'
+    response = client.put(f"{url}/regions", json={"source": far})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["coverage"] == [] and body["selection"]["observations"] == []
+    assert body["regions"]["background"] is None
+    response = client.put(f"{url}/view", json={"ra": 10.0, "dec": -70.0, "fov": 0.5})
+    assert response.get_json()["view"] == {"ra": 10.0, "dec": -70.0, "fov": 0.5}
+    assert [s["id"] for s in client.get("/api/sessions").get_json()] == [session["id"]]
+
+
+BAD_SESSION_BODIES = [
+    ({"source": ""}, 400, "'source' is required"),
+    ({"background": 'icrs;circle(1,2,3")'}, 400, "'source' is required"),
+    ({"source": "icrs;circle(1,2"}, 400, "source region: cannot parse DS9 region"),
+    ({"source": 'icrs;circle(1,2,0")'}, 400, "source region"),
+    ({"source": "circle(100,100,20)"}, 400, "no coordinate system"),
+    ({"source": [{"type": "polygon", "vertices": [[1, 2], [2, 3]]}]}, 400, "at least 3 vertices"),
+    ({"source": 'icrs;circle(1,2,3")', "background": "nonsense"}, 400, "background region"),
+    ({"source": 'icrs;circle(1,2,3")', "colour": "red"}, 400, "unknown field(s): colour"),
+    ({"source": 'icrs;circle(1,2,3")', "title": 7}, 400, "'title' must be text"),
+    ([1, 2, 3], 400, "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_SESSION_BODIES)
+def test_bad_session_bodies_are_refused_and_nothing_is_stored(client, env, body, status, message):
+    response = client.post("/api/sessions", json=body)
+    assert response.status_code == status
+    assert message in response.get_json()["message"]
+    assert snapshot(Path(env["SESSIONS"])) == {}
+
+
+def test_bad_bodies_on_an_existing_session_change_nothing(client, env, truth):
+    session, _, _ = new_session(client, truth)
+    url = session["url"]
+    before = snapshot(Path(env["SESSIONS"]))
+    cases = [
+        ("put", f"{url}/regions", {"source": "icrs;box(1,2"}, 400),
+        ("put", f"{url}/regions", {"source": []}, 400),
+        ("put", f"{url}/selection", {"observations": [{"obsid": "x", "camera": "EPN"}]}, 400),
+        ("put", f"{url}/selection", {"observations": "all"}, 400),
+        ("put", f"{url}/selection", {"obs": []}, 400),
+        ("put", f"{url}/view", {"ra": 400, "dec": 0, "fov": 1}, 400),
+        ("post", f"{url}/runs", {"script": "no-such-script"}, 400),
+        ("post", f"{url}/runs", {"script": "stages", "params": {"steps": "three"}}, 400),
+        ("post", f"{url}/runs", {"script": "stages", "params": {"steps": 0}}, 400),
+        ("post", f"{url}/runs", {"script": "stages", "params": {"nope": 1}}, 400),
+        ("post", f"{url}/runs", {"script": "stages", "extra": 1}, 400),
+    ]
+    for method, path, body, status in cases:
+        response = getattr(client, method)(path, json=body)
+        assert response.status_code == status, (path, body, response.get_json())
+        assert response.get_json()["message"], (path, body)
+    response = client.put(f"{url}/regions", data="source=x", content_type="text/plain")
+    assert response.status_code == 415
+    response = client.put(f"{url}/regions", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    huge = json.dumps({"source": "icrs;" + 'circle(1,2,3");' * 200_000})
+    response = client.put(f"{url}/regions", data=huge, content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["status"] == 413
+    assert snapshot(Path(env["SESSIONS"])) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/sessions/nosuchsession1",
+        "/api/sessions/..%2F..%2Fetc",
+        "/api/runs/nosuchrun123",
+        "/api/runs/nosuchrun123/log",
+        "/api/runs/nosuchrun123/products",
+        "/api/runs/nosuchrun123/bundle.zip",
+        "/api/sessions/nosuchsession1/runs",
+    ],
+)
+def test_unknown_ids_are_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.get_json()["status"] == 404
+
+
+def test_a_run_without_selection_is_refused(client, truth, env):
+    session, _, _ = new_session(client, truth)
+    client.put(f"{session['url']}/selection", json={"observations": []})
+    response = client.post(f"{session['url']}/runs", json={"script": "stages"})
+    assert response.status_code == 400
+    assert "no observation is selected" in response.get_json()["message"]
+
+
+# ----------------------------------------------------------------------------------- runs
+
+
+def test_scripts_are_listed_with_their_parameters(client):
+    scripts = {s["name"]: s for s in client.get("/api/scripts").get_json()}
+    assert "stages" in scripts and "broken" not in scripts
+    params = {p["name"]: p for p in scripts["stages"]["parameters"]}
+    assert params["steps"]["type"] == "int" and params["steps"]["default"] == 3
+
+
+def test_run_lifecycle_log_products_and_bundle(client, truth, worker):
+    session, _, _ = new_session(client, truth)
+    response = client.post(
+        f"{session['url']}/runs", json={"script": "stages", "params": {"steps": 2, "plot": True}}
+    )
+    assert response.status_code == 202, response.get_json()
+    run = response.get_json()
+    assert run["phase"] == "QUEUED" and response.headers["Location"].endswith(run["id"])
+    run = wait_run(client, run["id"])
+    assert run["phase"] == "COMPLETED", run
+    assert [s["name"] for s in run["stages"]][:3] == ["prepare", "work", "finish"] or run["stages"]
+
+    log = client.get(f"/api/runs/{run['id']}/log")
+    assert "[STAGE]" in log.get_data(as_text=True)
+    offset = int(log.headers["X-Next-Offset"])
+    tail = client.get(f"/api/runs/{run['id']}/log?offset={offset}")
+    assert tail.get_data(as_text=True) == ""
+    assert client.get(f"/api/runs/{run['id']}/log?offset=-3").status_code == 400
+
+    products = client.get(f"/api/runs/{run['id']}/products").get_json()
+    assert products
+    first = products[0]
+    with client.get(first["url"]) as download:
+        assert download.status_code == 200 and len(download.data) == first["size"]
+    for bad in ("../input.json", "..%2Finput.json", "%2Fetc%2Fpasswd", "output/../../input.json"):
+        with client.get(f"/api/runs/{run['id']}/products/{bad}") as response:
+            # refused, not found, or redirected to a normalised path that is then not found
+            assert response.status_code in (308, 400, 404), bad
+            assert b"run_id" not in response.data and b"root:" not in response.data
+    with client.get(f"/api/runs/{run['id']}/bundle.zip") as bundle:
+        names = zipfile.ZipFile(io.BytesIO(bundle.data)).namelist()
+    assert any(n.endswith("log.txt") for n in names)
+    assert any(n.endswith("regions/source.reg") for n in names)
+    assert any(n.endswith("provenance.json") for n in names)
+    assert any(n.endswith(first["file"]) for n in names)
+
+    data = json.loads(
+        Path(env_sessions(client), session["id"], "runs", run["id"], "input.json").read_text()
+    )
+    obs = data["observations"][0]
+    assert obs["regions_pixel"]["source"].splitlines()[1] == "physical"
+    assert data["regions"]["source"]["shapes"][0]["type"] == "circle"
+
+    listed = client.get(f"{session['url']}/runs").get_json()
+    assert [r["id"] for r in listed] == [run["id"]]
+    assert client.post(f"/api/runs/{run['id']}/cancel").status_code == 409
+
+
+def env_sessions(client) -> Path:
+    return Path(client.application.extensions["regio.settings"]["SESSIONS"])
+
+
+def read_events(response, until: str, limit: int = 10_000):
+    """(event, id, data) tuples from an SSE response, up to the first ``until`` event."""
+    events, current = [], {}
+    for chunk in response.response:
+        for line in chunk.decode().split("\n"):
+            if line.startswith(("event:", "id:", "data:")):
+                key, _, value = line.partition(":")
+                current.setdefault(key, []).append(value.strip())
+            elif line == "" and current:
+                event = (
+                    current["event"][0],
+                    (current.get("id") or [None])[0],
+                    "\n".join(current.get("data", [])),
+                )
+                events.append(event)
+                current = {}
+                if event[0] == until or len(events) >= limit:
+                    return events
+    return events
+
+
+def test_event_stream_delivers_lines_live_and_resumes(client, truth, worker):
+    session, _, _ = new_session(client, truth)
+    run = client.post(
+        f"{session['url']}/runs", json={"script": "stages", "params": {"steps": 3, "sleep": 0.3}}
+    ).get_json()
+    stream = client.get(f"/api/runs/{run['id']}/events", buffered=False)
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    first = read_events(stream, until="log", limit=50)
+    phase_then = client.get(f"/api/runs/{run['id']}").get_json()["phase"]
+    stream.close()
+    log_events = [e for e in first if e[0] == "log"]
+    assert log_events, first
+    assert phase_then in ("QUEUED", "EXECUTING"), (
+        "the first line arrived while the run was going on"
+    )
+
+    resume_id = log_events[-1][1]
+    again = client.get(f"/api/runs/{run['id']}/events", headers={"Last-Event-ID": resume_id})
+    rest = read_events(again, until="end")
+    again.close()
+    assert rest[-1][0] == "end"
+    assert json.loads(rest[-1][2])["phase"] == "COMPLETED"
+    lines = [e[2] for e in log_events] + [e[2] for e in rest if e[0] == "log"]
+    full = client.get(f"/api/runs/{run['id']}/log").get_data(as_text=True)
+    assert lines == full.splitlines(), "resuming neither loses nor repeats a line"
+    states = [json.loads(e[2]) for e in rest if e[0] == "state"]
+    assert states and states[0]["phase"] in ("EXECUTING", "COMPLETED")
+
+
+def test_cancel_a_running_run_over_http(client, truth, worker):
+    session, _, _ = new_session(client, truth)
+    run = client.post(
+        f"{session['url']}/runs", json={"script": "stages", "params": {"steps": 100, "sleep": 0.5}}
+    ).get_json()
+    wait_run(client, run["id"], phases=("EXECUTING",))
+    response = client.post(f"/api/runs/{run['id']}/cancel")
+    assert response.status_code in (200, 202)
+    assert wait_run(client, run["id"])["phase"] == "ABORTED"
+
+
+# -------------------------------------------------------------------------------- openapi
+
+
+def test_every_api_route_is_in_the_openapi_document(client):
+    app = client.application
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                routes.add((path, method.lower()))
+    paths = document("x")["paths"].items()
+    documented = {(p, m) for p, ops in paths for m in ops if m != "parameters"}
+    assert routes - documented == set(), "routes missing from the OpenAPI document"
+    assert documented - routes == set(), "documented routes the app does not have"
+    served = client.get("/api/openapi.json").get_json()
+    assert served["openapi"].startswith("3.")
+
+
+def test_the_openapi_document_is_valid():
+    from openapi_spec_validator import validate
+
+    validate(document("0.0.0"))
+
+
+def test_wsgi_module_imports(env, monkeypatch):
+    for key, value in env.items():
+        monkeypatch.setenv(f"REGIO_{key}", str(value))
+    done = subprocess.run(
+        [sys.executable, "-c", "import wsgi; print(wsgi.app.name)"],
+        cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
