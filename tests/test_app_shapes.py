@@ -59,7 +59,10 @@ def test_ds9_in_other_frames_and_units_becomes_icrs_degrees():
         ([{"type": "annulus", "ra": 1, "dec": 1, "inner": 2, "outer": 1}], "outer_radius"),
         ([{"type": "hexagon"}], "unknown type 'hexagon'"),
         (["circle"], "must be an object"),
-        ([{"type": "circle", "ra": 1, "dec": 1, "radius": 1, "exclude": True}], "only has exclusions"),
+        (
+            [{"type": "circle", "ra": 1, "dec": 1, "radius": 1, "exclude": True}],
+            "only has exclusions",
+        ),
         ("circle(100,100,20)", "no coordinate system"),
         ("icrs;circle(1,2", "cannot parse DS9 region"),
         ([{"type": "circle", "ra": 1, "dec": 1, "radius": 0.1}] * 101, "too many shapes"),
@@ -81,7 +84,14 @@ def test_physical_regions_use_the_event_list_column_wcs(real_data):
     wcs.wcs.crpix = [header[f"TCRPX{x}"], header[f"TCRPX{y}"]]
     wcs.wcs.cdelt = [header[f"TCDLT{x}"], header[f"TCDLT{y}"]]
     regions = shapes.from_json(
-        [{"type": "circle", "ra": header[f"TCRVL{x}"], "dec": header[f"TCRVL{y}"], "radius": 1 / 60}]
+        [
+            {
+                "type": "circle",
+                "ra": header[f"TCRVL{x}"],
+                "dec": header[f"TCRVL{y}"],
+                "radius": 1 / 60,
+            }
+        ]
     )
     text = shapes.to_physical_ds9(regions, wcs)
     assert "\nphysical\n" in text
