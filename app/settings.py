@@ -94,6 +94,13 @@ SETTINGS: tuple[Setting, ...] = (
         "path",
     ),
     Setting(
+        "SCRIPTS",
+        "scripts",
+        "Folder of the processing scripts and their manifests (NAME.toml); read by the web app "
+        "and by every worker.",
+        "path",
+    ),
+    Setting(
         "REDIS_URL",
         "",
         "URL of a Redis server shared by the web app and the workers (redis://host:port/db). "
