@@ -13,6 +13,9 @@ import sys
 
 COMMAND_MODULES: list[str] = [
     "indexer.sample",
+    "indexer.build",
+    "indexer.index",
+    "indexer.synth",
 ]
 
 

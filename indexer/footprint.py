@@ -25,14 +25,24 @@ maps), through the image WCS, to ``MOC.from_lonlat`` at the index depth: a cell 
 at least one exposed pixel centre falls in it.
 
 Index depth: HEALPix order 13 (``INDEX_DEPTH``): cells of 25.8" (0.43'), so a 1' feature (a dead
-CCD edge, the gap between pn quadrants, the rim of the field of view) spans two or more cells,
+CCD's edge, the rim of the field of view, the gap between pn quadrants) spans two or more cells,
 while XMM's 6-10" chip gaps between CCDs stay below a cell (they are recorded as covered, which
 is what a region query wants: a region straddling a gap still falls on the camera). Measured on
-the real RXCJ0958 data set: a MOS camera MOC has ~450-650 ranges (~4-5 kB as uint32 ranges, ~10 kB
-as MOC 2.0 FITS) at order 13; order 14 (12.9") doubles that (~1,000-1,300 ranges) for detail the
-event outlines do not have, order 12 (51.5") blurs edges by up to 1' and halves it. For the
-42,000 synthetic camera MOCs of a full archive, order 13 gives ~17 M ranges, ~140 MB memory-mapped
-(see ``indexer.mocset``).
+the real RXCJ0958 data set (camera MOCs from event lists and exposure maps):
+
+=====  =========  ================  ===========================  ==========================
+order  cell size  ranges per MOC    MOC set bytes (8 B a range)  area of a MOS MOC (arcmin2)
+=====  =========  ================  ===========================  ==========================
+12     51.5"      50-65             ~0.5 kB                      ~670 (edges blurred by 1')
+13     25.8"      112-129           ~1 kB                        ~645
+14     12.9"      245-311           ~2.3 kB                      ~630
+=====  =========  ================  ===========================  ==========================
+
+(pi x 14.4'^2 = 651 arcmin2; the 2006 MOS1 MOC, with CCD6 dead, is ~555 arcmin2 at order 13.)
+A MOC 2.0 FITS file is 8,640 bytes at order 13 (three 2,880-byte FITS blocks; JSON ~3 kB).
+Order 14 doubles the size for detail the event outlines (built from ~2,000 events per CCD) do
+not have; order 12 blurs the edges by a full arcminute. For the 42,000 camera MOCs of an
+archive-size synthetic catalogue, order 13 gives ~5 M ranges and a 48 MB MOC set.
 """
 
 from __future__ import annotations

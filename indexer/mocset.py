@@ -149,14 +149,23 @@ def from_arrays(ids: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, depth:
         raise ValueError(f"MOC set depth must be in [{CELL_ORDER}, 15] (uint32 cells)")
     ranges = np.ascontiguousarray(ranges, dtype=np.uint32).reshape(-1, 2)
     shift = 2 * (depth - CELL_ORDER)
-    owner_of_range = np.repeat(np.arange(len(ids), dtype=np.int64), np.diff(offsets))
+    owner = np.repeat(np.arange(len(ids), dtype=np.int64), np.diff(offsets))
     lo = ranges[:, 0].astype(np.int64) >> shift
     hi = (ranges[:, 1].astype(np.int64) - 1) >> shift
-    which, cells = _expand(lo, hi)
+    # Within a MOC the ranges are sorted, so the cells are non-decreasing: a range that lies in
+    # the cell where the previous range of the same MOC ended adds nothing (most of them).
+    redundant = np.zeros(len(lo), dtype=bool)
+    redundant[1:] = (owner[1:] == owner[:-1]) & (lo[1:] == hi[:-1]) & (hi[1:] == lo[1:])
+    keep = ~redundant
+    which, cells = _expand(lo[keep], hi[keep])
+    owners = owner[keep][which]
+    repeated = np.zeros(len(cells), dtype=bool)
+    repeated[1:] = (owners[1:] == owners[:-1]) & (cells[1:] == cells[:-1])
+    cells, owners = cells[~repeated], owners[~repeated]
+    order = np.argsort(cells, kind="stable")  # by cell, then by MOC (owners ascending)
     n_cells = 12 * 4**CELL_ORDER
-    key = np.unique(cells * len(ids) + owner_of_range[which]) if len(cells) else cells
-    cells, mocs = np.divmod(key, max(len(ids), 1))
     cell_ptr = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=n_cells))])
+    mocs = owners[order]
     return MocSet(
         depth=depth,
         ids=np.asarray(ids, dtype=np.int64),
@@ -170,6 +179,61 @@ def from_arrays(ids: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, depth:
 def from_mocs(ids: Sequence[int], mocs: Sequence[MOC], depth: int) -> MocSet:
     """Build a MOC set from mocpy MOCs (degraded to ``depth`` where finer)."""
     return from_ranges(ids, [moc_to_ranges(moc, depth) for moc in mocs], depth)
+
+
+def _header_value(header: bytes, key: bytes) -> bytes | None:
+    """Raw value of a FITS header card (``KEY     = value / comment``), or None."""
+    at = header.find(key.ljust(8) + b"=")
+    while at >= 0 and at % 80:
+        at = header.find(key.ljust(8) + b"=", at + 1)
+    if at < 0:
+        return None
+    return header[at + 10 : at + 80].split(b"/")[0].strip().strip(b"'").strip()
+
+
+def _read_bytes(path: Path | str) -> bytes:
+    """A whole (small) file's content; plain ``os`` calls, ~4x faster than ``Path.read_bytes``
+    when reading tens of thousands of MOC files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_range_fits(path: Path, depth: int) -> np.ndarray | None:
+    """Depth-``depth`` ranges of a MOC 2.0 FITS file in RANGE ordering (as mocpy and the MOC
+    Rust library write them: primary header block, one BINTABLE header block, ``1K`` column of
+    depth-29 range bounds) when its order is <= ``depth``; None for any other layout."""
+    raw = _read_bytes(path)
+    block = 2880
+    header = raw[block : 2 * block]
+    if not header.startswith(b"XTENSION= 'BINTABLE'") or b"END" + b" " * 77 not in header:
+        return None
+    if (
+        _header_value(header, b"ORDERING") != b"RANGE"
+        or _header_value(header, b"TFORM1") != b"1K"
+        or _header_value(header, b"TFIELDS") != b"1"
+    ):
+        return None
+    order, rows = _header_value(header, b"MOCORD_S"), _header_value(header, b"NAXIS2")
+    if order is None or rows is None or int(order) > depth:
+        return None
+    bounds = np.frombuffer(raw, dtype=">i8", count=int(rows), offset=2 * block)
+    return (bounds.reshape(-1, 2) >> _shift(depth)).astype(np.uint32)
+
+
+def from_fits_files(ids: Sequence[int], paths: Sequence[Path], depth: int) -> MocSet:
+    """Build a MOC set from MOC FITS files (fast path for RANGE-ordered MOC 2.0 files of order
+    <= ``depth``; anything else is read with ``mocpy.MOC.from_fits``)."""
+    ranges = []
+    for path in paths:
+        fast = _read_range_fits(path, depth)
+        ranges.append(fast if fast is not None else moc_to_ranges(MOC.from_fits(path), depth))
+    return from_ranges(ids, ranges, depth)
 
 
 # --- persistence ------------------------------------------------------------------------------

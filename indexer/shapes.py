@@ -86,7 +86,7 @@ def parse_ds9(text: str) -> Regions:
     if len(text) > MAX_TEXT_CHARS:
         raise RegionError(f"region text too long: {len(text)} characters (max {MAX_TEXT_CHARS})")
     if not text.strip():
-        raise RegionError("empty region: give at least one shape, e.g. icrs;circle(RA,Dec,R\")")
+        raise RegionError('empty region: give at least one shape, e.g. icrs;circle(RA,Dec,R")')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -102,9 +102,7 @@ def parse_ds9(text: str) -> Regions:
                     "(pixel coordinates need an image WCS and are not accepted here)"
                 )
             raise RegionError(f"cannot parse DS9 region: {message}")
-        warnings.warn_explicit(
-            warning.message, warning.category, warning.filename, warning.lineno
-        )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return validate(parsed)
 
 
@@ -159,7 +157,9 @@ def _validate_shape(shape: object, number: int) -> None:
         if n < 3:
             raise RegionError(f"{where}: a polygon needs at least 3 vertices (got {n})")
         if n > MAX_POLYGON_VERTICES:
-            raise RegionError(f"{where}: too many polygon vertices: {n} (max {MAX_POLYGON_VERTICES})")
+            raise RegionError(
+                f"{where}: too many polygon vertices: {n} (max {MAX_POLYGON_VERTICES})"
+            )
         if _polygon_area_deg2(shape) <= 1e-12:
             raise RegionError(f"{where}: the polygon has no area (repeated or aligned vertices)")
     if isinstance(shape, CircleAnnulusSkyRegion) and shape.inner_radius >= shape.outer_radius:
@@ -182,7 +182,10 @@ def _sizes(shape: SkyRegion) -> dict[str, Angle]:
     if isinstance(shape, CircleSkyRegion):
         return {"radius": Angle(shape.radius)}
     if isinstance(shape, CircleAnnulusSkyRegion):
-        return {"inner radius": Angle(shape.inner_radius), "outer radius": Angle(shape.outer_radius)}
+        return {
+            "inner radius": Angle(shape.inner_radius),
+            "outer radius": Angle(shape.outer_radius),
+        }
     if isinstance(shape, EllipseSkyRegion | RectangleSkyRegion):
         return {"width": Angle(shape.width), "height": Angle(shape.height)}
     return {}
@@ -211,7 +214,9 @@ def shape_moc(shape: SkyRegion, max_depth: int = DEFAULT_DEPTH) -> MOC:
             return MOC.from_cone(lon, lat, radius=width, max_depth=max_depth)
         angle = Angle(shape.angle)
         a, b, pa = (height, width, angle) if height > width else (width, height, angle + 90 * u.deg)
-        return MOC.from_elliptical_cone(lon, lat, a=a, b=b, pa=pa.wrap_at(360 * u.deg), max_depth=max_depth)
+        return MOC.from_elliptical_cone(
+            lon, lat, a=a, b=b, pa=Angle(pa.deg % 180.0, u.deg), max_depth=max_depth
+        )
     if isinstance(shape, RectangleSkyRegion):
         corners = box_corners(shape)
         return MOC.from_polygon(corners.ra, corners.dec, max_depth=max_depth)
@@ -248,7 +253,9 @@ def to_moc(regions: Regions | Iterable[SkyRegion], max_depth: int = DEFAULT_DEPT
         except RegionError:
             raise
         except Exception as exc:  # mocpy rejects degenerate polygons, etc.
-            raise RegionError(f"cannot make a sky coverage from the region: {_one_line(exc)}") from None
+            raise RegionError(
+                f"cannot make a sky coverage from the region: {_one_line(exc)}"
+            ) from None
         (included if is_included(shape) else excluded).append(moc)
     moc = _union(included)
     if excluded:

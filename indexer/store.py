@@ -1,6 +1,6 @@
 """The index's SQLite database: schema, migrations and every query that knows the table layout.
 
-Tables (``index.sqlite`` in the index folder):
+Tables (``index.db`` in the index folder):
 
 ``schema_version``
     One row: the number of migrations applied. :func:`connect` applies the missing ones, in
