@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "indexer.build",
     "indexer.index",
     "indexer.synth",
+    "indexer.hips",
 ]
 
 

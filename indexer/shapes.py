@@ -261,7 +261,10 @@ def to_moc(regions: Regions | Iterable[SkyRegion], max_depth: int = DEFAULT_DEPT
     if excluded:
         moc = moc.difference(_union(excluded))
     if moc.empty():
-        raise RegionError("the region is empty: its exclusions remove all of it")
+        raise RegionError(
+            f"the region is empty: its exclusions remove all of it at the MOC resolution "
+            f"({MOC.order_to_spatial_resolution(max_depth).to_value(u.arcsec):.2g} arcsec)"
+        )
     return moc
 
 

@@ -1,0 +1,320 @@
+"""The read side of the index, for the web app and the CLI (``query``, ``coverage``).
+
+``Index.load(index_dir)`` returns one ``Index`` per index folder and process: the MOC set is
+memory-mapped and the exposure rows read once; the next ``load`` returns the same object until
+``manifest.json`` changes (a build finished), then loads the new generation.
+
+Regions are turned into MOCs at a depth adapted to their size (:func:`region_depth`): deeper
+than the index for small regions, so that the covered fraction of an arcminute circle is not
+rounded to whole index cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from mocpy import MOC
+from regions import Regions
+
+from indexer import mocset as mocsets
+from indexer import shapes, store
+from indexer.build import DB_NAME, MANIFEST
+
+#: Default byte budget of the all-sky coverage MOC JSON sent to the viewer.
+COVERAGE_MAX_BYTES: int = 1_500_000
+#: Region MOCs are at most this many orders deeper than the index (13 + 5 = 18: 0.8" cells, for
+#: arcsecond regions and their exclusions; the size-adapted depth keeps ~8 cells across anyway).
+REGION_EXTRA_DEPTH: int = 5
+#: A region spans at least this many cells of its MOC depth (when the depth range allows).
+REGION_CELLS_ACROSS: int = 8
+#: Mean HEALPix cell size at order 0 [deg] (sqrt of 4 pi / 12 steradian).
+_ORDER0_CELL_DEG: float = math.degrees(math.sqrt(4 * math.pi / 12))
+
+
+class IndexNotFound(Exception):
+    """The folder holds no built index; ``str(exc)`` is a one-line message for the user."""
+
+
+def region_depth(extent_deg: float, index_depth: int) -> int:
+    """MOC depth for a region of half-size ``extent_deg`` [deg]: cells about ``extent / 8``, kept
+    between the index depth and ``index depth + REGION_EXTRA_DEPTH``."""
+    wanted = math.ceil(math.log2(_ORDER0_CELL_DEG * REGION_CELLS_ACROSS / max(extent_deg, 1e-9)))
+    return int(min(max(wanted, index_depth), index_depth + REGION_EXTRA_DEPTH))
+
+
+def _angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
+    """Great-circle distance [deg] (haversine), vectorised; inputs in degrees."""
+    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))
+    a = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(a, 0, 1))))
+
+
+class Index:
+    """A loaded index: exposure rows plus the memory-mapped MOC set."""
+
+    _cache: dict[Path, tuple[tuple[int, int, int], Index]] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], mocset: mocsets.MocSet, rows):
+        self.folder = folder
+        self.manifest = manifest
+        self.mocset = mocset
+        self._rows = rows
+        by_id = {row["id"]: row for row in rows}
+        # rows in MOC-set order (a row missing from the database gives None)
+        self._set_rows = [by_id.get(int(ident)) for ident in mocset.ids]
+        self._pointing = np.array(
+            [
+                (row["ra_pnt"], row["dec_pnt"])
+                if row and row["ra_pnt"] is not None
+                else (np.nan,) * 2
+                for row in self._set_rows
+            ],
+            dtype=float,
+        ).reshape(-1, 2)
+        self._position = {
+            (row["mission"], row["obsid"], row["camera"]): i
+            for i, row in enumerate(self._set_rows)
+            if row is not None
+        }
+        self._coverage_cache: dict[int, dict[str, list[int]]] = {}
+
+    # --- loading ----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, index_dir: Path | str) -> Index:
+        """The index in ``index_dir``, cached per process; reloaded when a build changed it.
+
+        Raises :class:`IndexNotFound` if the folder holds no built index.
+        """
+        folder = Path(index_dir).resolve()
+        manifest_path = folder / MANIFEST
+        try:
+            stat = manifest_path.stat()
+        except OSError:
+            raise IndexNotFound(
+                f"no index in {index_dir} (no {MANIFEST}): build one with "
+                f"'python -m indexer build ARCHIVE_DIR --index {index_dir}'"
+            ) from None
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        with cls._lock:
+            cached = cls._cache.get(folder)
+            if cached and cached[0] == stamp:
+                return cached[1]
+            index = cls._read(folder, manifest_path)
+            cls._cache[folder] = (stamp, index)
+            return index
+
+    @classmethod
+    def _read(cls, folder: Path, manifest_path: Path) -> Index:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            mocset = mocsets.load(folder / manifest["mocset"])
+            db = store.connect(folder / manifest.get("database", DB_NAME), readonly=True)
+            try:
+                rows = store.exposures(db)
+            finally:
+                db.conn.close()
+        except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
+            raise IndexNotFound(f"cannot read the index in {folder}: {exc}") from None
+        return cls(folder, manifest, mocset, rows)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """HEALPix order of the camera MOCs."""
+        return self.mocset.depth
+
+    def observations(self) -> list[dict[str, Any]]:
+        """All exposure rows (one per observation and camera), as dicts."""
+        return [dict(row) for row in self._rows]
+
+    def region_moc(self, region: str | Regions) -> MOC:
+        """The MOC a query uses for ``region`` (a DS9 string or ``regions`` shapes).
+
+        Raises :class:`indexer.shapes.RegionError` for invalid regions.
+        """
+        regions = shapes.parse_ds9(region) if isinstance(region, str) else shapes.validate(region)
+        depth = region_depth(shapes.extent(regions).deg, self.depth)
+        return shapes.to_moc(regions, max_depth=depth)
+
+    def query(self, region: str | Regions) -> list[dict[str, Any]]:
+        """Exposures whose camera footprint intersects ``region`` (DS9 string or shapes).
+
+        Each result is the exposure row plus ``coverage`` (fraction of the region's area on the
+        camera, 0..1) and ``offaxis_arcmin`` (distance of the region centre from the pointing
+        [arcmin]); sorted by decreasing coverage, then obsid and camera. Raises
+        :class:`indexer.shapes.RegionError` for invalid regions.
+        """
+        regions = shapes.parse_ds9(region) if isinstance(region, str) else shapes.validate(region)
+        return self.query_moc(self.region_moc(regions), shapes.centre(regions))
+
+    def query_moc(
+        self, moc: MOC, centre: SkyCoord | tuple[float, float] | None = None
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`query` for a region given as a MOC.
+
+        ``centre``: the region centre for ``offaxis_arcmin``, as a SkyCoord or (RA, Dec) [deg];
+        by default the MOC's barycentre.
+        """
+        positions, fractions = mocsets.query(self.mocset, mocsets.region_ranges(moc))
+        if len(positions) == 0:
+            return []
+        if centre is None:
+            centre = moc.barycenter()
+        if isinstance(centre, SkyCoord):
+            centre = (float(centre.icrs.ra.deg), float(centre.icrs.dec.deg))
+        offaxis = 60.0 * _angular_distance_deg(*centre, *self._pointing[positions].T)
+        results = []
+        for position, fraction, distance in zip(positions, fractions, offaxis, strict=True):
+            row = self._set_rows[position]
+            if row is None:
+                continue
+            result = dict(row)
+            result["coverage"] = round(float(min(fraction, 1.0)), 6)
+            result["offaxis_arcmin"] = round(float(distance), 3) if np.isfinite(distance) else None
+            results.append(result)
+        results.sort(key=lambda r: (-r["coverage"], r["obsid"], r["camera"]))
+        return results
+
+    def query_ids(self, moc: MOC) -> np.ndarray:
+        """MOC ids (exposure ids) of the camera MOCs intersecting ``moc``, sorted."""
+        positions, _ = mocsets.query(self.mocset, mocsets.region_ranges(moc))
+        return np.sort(np.asarray(self.mocset.ids)[positions])
+
+    def coverage_moc(self) -> MOC:
+        """Union of all camera MOCs (at the index depth)."""
+        return mocsets.ranges_to_moc(mocsets.union_ranges(self.mocset), self.depth)
+
+    def coverage_moc_json(self, max_bytes: int = COVERAGE_MAX_BYTES) -> dict[str, list[int]]:
+        """Union of all coverage as MOC JSON (``{"order": [ipix, ...]}``, Aladin's
+        ``A.MOCFromJSON``), at the deepest order whose compact JSON fits in ``max_bytes``."""
+        if max_bytes < 64:
+            raise ValueError("max_bytes must be at least 64")
+        if max_bytes not in self._coverage_cache:
+            moc = self.coverage_moc()
+            result: dict[str, list[int]] = {}
+            for order in range(self.depth, -1, -1):
+                if moc.empty():
+                    break
+                degraded = moc.degrade_to_order(order) if order < moc.max_order else moc
+                candidate = json.loads(degraded.to_string(format="json"))
+                if len(dumps_compact(candidate).encode()) <= max_bytes:
+                    result = candidate
+                    break
+            self._coverage_cache[max_bytes] = result
+        return self._coverage_cache[max_bytes]
+
+    def camera_moc(self, obsid: str, camera: str, mission: str = "XMM") -> MOC:
+        """The footprint MOC of one camera of one observation (KeyError if not indexed)."""
+        position = self._position[(mission, str(obsid), camera)]
+        return self.mocset.moc(position)
+
+    def camera_moc_json(
+        self, obsid: str, camera: str, mission: str = "XMM"
+    ) -> dict[str, list[int]]:
+        """The footprint of one camera of one observation as MOC JSON (KeyError if absent)."""
+        return json.loads(self.camera_moc(obsid, camera, mission).to_string(format="json"))
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes of the index: exposures per camera, MOCs, ranges, memory [bytes], depth."""
+        per_camera: dict[str, int] = {}
+        for row in self._rows:
+            per_camera[row["camera"]] = per_camera.get(row["camera"], 0) + 1
+        return {
+            "folder": str(self.folder),
+            "generation": self.manifest.get("generation"),
+            "built_at": self.manifest.get("built_at"),
+            "depth": self.depth,
+            "cell_order": mocsets.CELL_ORDER,
+            "exposures": len(self._rows),
+            "observations": len({(r["mission"], r["obsid"]) for r in self._rows}),
+            "per_camera": per_camera,
+            "mocs": len(self.mocset),
+            "ranges": int(len(self.mocset.ranges)),
+            "mocset_bytes": self.mocset.nbytes,
+        }
+
+
+def dumps_compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    query = subparsers.add_parser(
+        "query",
+        help="list the observations/cameras covering a sky region (JSON)",
+        description="Print a JSON array: one object per (observation, camera) whose footprint "
+        "intersects the region, with its metadata, coverage (0..1) and offaxis_arcmin.",
+    )
+    query.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
+    query.add_argument(
+        "--region",
+        required=True,
+        help="DS9 region in sky coordinates, e.g. 'icrs;circle(149.59,-11.06,60\")'",
+    )
+    query.set_defaults(func=run_query)
+    coverage = subparsers.add_parser(
+        "coverage",
+        help="print the index coverage (or one camera footprint) as MOC JSON",
+        description="Print the union of all camera footprints as MOC JSON, degraded to stay "
+        "under --max-bytes; with --obsid and --camera, print that camera's footprint.",
+    )
+    coverage.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
+    coverage.add_argument("--max-bytes", type=int, default=COVERAGE_MAX_BYTES)
+    coverage.add_argument("--obsid")
+    coverage.add_argument("--camera", choices=("EMOS1", "EMOS2", "EPN"))
+    coverage.set_defaults(func=run_coverage)
+
+
+def _load(index_dir: Path) -> Index:
+    from indexer.cli import CLIError
+
+    try:
+        return Index.load(index_dir)
+    except IndexNotFound as exc:
+        raise CLIError(str(exc)) from None
+
+
+def run_query(args: Any) -> int:
+    from indexer.cli import CLIError
+
+    index = _load(args.index)
+    try:
+        results = index.query(args.region)
+    except shapes.RegionError as exc:
+        raise CLIError(f"bad region: {exc}") from None
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def run_coverage(args: Any) -> int:
+    from indexer.cli import CLIError
+
+    index = _load(args.index)
+    if (args.obsid is None) != (args.camera is None):
+        raise CLIError("--obsid and --camera go together")
+    if args.obsid is not None:
+        try:
+            result = index.camera_moc_json(args.obsid, args.camera)
+        except KeyError:
+            raise CLIError(f"no {args.camera} footprint for observation {args.obsid}") from None
+    else:
+        if args.max_bytes < 64:
+            raise CLIError("--max-bytes must be at least 64")
+        result = index.coverage_moc_json(args.max_bytes)
+    sys.stdout.write(dumps_compact(result) + "\n")
+    return 0
