@@ -1,0 +1,629 @@
+"""Run records and run folders: the only code that knows the ``runs`` table and a run's files.
+
+The record (SQLite, ``<REGIO_SESSIONS>/regio.db``) is the source of truth about a run; RQ only
+executes it (``app.jobs``). The database lives on the file system the hosts share, so it uses the
+default rollback journal (WAL needs shared memory, which network file systems do not offer) and a
+busy timeout; every connection is short-lived.
+
+Phases are the IVOA UWS vocabulary::
+
+    QUEUED ──► EXECUTING ──► COMPLETED
+       │           ├───────► ERROR
+       └───────────┴───────► ABORTED      (and QUEUED ──► ERROR when the queue loses it)
+
+A terminal phase (COMPLETED, ERROR, ABORTED) is final. ``update`` applies a change in one
+conditional statement (``... WHERE phase IN (legal sources)``), so concurrent writers (workers,
+web processes, reconcilers on several hosts) never overwrite a final phase.
+
+A run folder (the sessions module chooses where it is)::
+
+    <run_dir>/input.json        what the script reads (see scripts/regio_kit.py)
+    <run_dir>/log.txt           the script's stdout+stderr, plus the runner's own "[regio] ..." lines
+    <run_dir>/output/           products, described by output/products.json
+    <run_dir>/provenance.json   script, version, params, Regio version, input checksums, times, host
+    <run_dir>/bundle.zip        made on demand by ``bundle``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import sqlite3
+import string
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+QUEUED = "QUEUED"
+EXECUTING = "EXECUTING"
+COMPLETED = "COMPLETED"
+ERROR = "ERROR"
+ABORTED = "ABORTED"
+PHASES = (QUEUED, EXECUTING, COMPLETED, ERROR, ABORTED)
+TERMINAL = frozenset({COMPLETED, ERROR, ABORTED})
+# the phases each phase can be reached from
+SOURCES: dict[str, frozenset[str]] = {
+    QUEUED: frozenset(),
+    EXECUTING: frozenset({QUEUED}),
+    COMPLETED: frozenset({EXECUTING}),
+    ERROR: frozenset({QUEUED, EXECUTING}),
+    ABORTED: frozenset({QUEUED, EXECUTING}),
+}
+
+DB_NAME = "regio.db"
+BUSY_TIMEOUT = 15.0  # seconds a writer waits for the database lock (shared file systems are slow)
+INPUT, LOG, OUTPUT, PROVENANCE, BUNDLE = (
+    "input.json",
+    "log.txt",
+    "output",
+    "provenance.json",
+    "bundle.zip",
+)
+PRODUCTS_MANIFEST = "products.json"
+LOG_TAIL_LINES = 20
+MAX_LOG_CHUNK = 1 << 20  # bytes returned by one read_log call
+MAX_PRODUCTS = 2000
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_JSON_COLUMNS = ("params", "stages")
+
+
+class RunNotFound(KeyError):
+    """No run with this id."""
+
+
+class PhaseError(ValueError):
+    """The change is not allowed from the run's current phase (a final phase, or a lost race)."""
+
+
+@dataclass
+class Run:
+    """One run record. ``params`` and ``stages`` are decoded JSON; times are ISO 8601 UTC."""
+
+    id: str
+    session_id: str
+    owner: str
+    script: str
+    script_version: str
+    params: dict[str, Any]
+    run_dir: str
+    phase: str = QUEUED
+    stage: str | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    progress_done: int | None = None
+    progress_total: int | None = None
+    created: str = ""
+    started: str | None = None
+    ended: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    failing_stage: str | None = None
+    log_tail: str | None = None
+    time_limit: int | None = None
+    job_id: str | None = None
+    worker: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    requeues: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the API shows it (no file system paths, no process ids)."""
+        out = asdict(self)
+        for private in ("run_dir", "pid", "requeues"):
+            out.pop(private)
+        return out
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Run:
+        values = {f.name: row[f.name] for f in fields(cls) if f.name in row.keys()}  # noqa: SIM118
+        for name in _JSON_COLUMNS:
+            if isinstance(values.get(name), str):
+                values[name] = json.loads(values[name])
+        return cls(**values)
+
+
+def now() -> str:
+    """The current time, ISO 8601 UTC with milliseconds (``2025-01-31T12:00:00.000Z``)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    """A short random id, safe in URLs, file names and shells (12 lowercase letters and digits)."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def db_path(sessions_dir: Path | str) -> Path:
+    """Where the run database lives: ``<REGIO_SESSIONS>/regio.db``."""
+    return Path(sessions_dir) / DB_NAME
+
+
+# ---------------------------------------------------------------------------------- database
+
+
+def _m1_create_runs(db: sqlite_utils.Database) -> None:
+    db["runs"].create(  # type: ignore[union-attr]
+        {
+            "id": str,
+            "session_id": str,
+            "owner": str,
+            "script": str,
+            "script_version": str,
+            "params": str,
+            "run_dir": str,
+            "phase": str,
+            "stage": str,
+            "stages": str,
+            "progress_done": int,
+            "progress_total": int,
+            "created": str,
+            "started": str,
+            "ended": str,
+            "exit_code": int,
+            "error": str,
+            "failing_stage": str,
+            "log_tail": str,
+            "time_limit": int,
+            "job_id": str,
+            "worker": str,
+            "host": str,
+            "pid": int,
+            "requeues": int,
+        },
+        pk="id",
+        not_null={"session_id", "script", "phase", "created", "run_dir"},
+        defaults={"requeues": 0},
+    )
+    db["runs"].create_index(["session_id", "created"])
+    db["runs"].create_index(["phase"])
+
+
+# Append only: migration N brings the schema from version N-1 to N.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1_create_runs,)
+
+
+@contextlib.contextmanager
+def connect(path: Path | str) -> Iterator[sqlite_utils.Database]:
+    """A short-lived connection to the run database, created and migrated on first use."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=DELETE")
+        db = sqlite_utils.Database(conn)
+        _migrate(db)
+        yield db
+    finally:
+        conn.close()
+
+
+def _schema_version(db: sqlite_utils.Database) -> int:
+    if not db["schema_version"].exists():
+        return 0
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return row[0] if row else 0
+
+
+def _migrate(db: sqlite_utils.Database) -> None:
+    """Apply the pending migrations; one process migrates, the others wait on the write lock."""
+    if _schema_version(db) == len(MIGRATIONS):  # the common case: no lock taken
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(db)
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the run database has schema version {version}, newer than this Regio knows "
+                f"({len(MIGRATIONS)}): upgrade Regio"
+            )
+        if not db["schema_version"].exists():
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (0)")
+        for migration in MIGRATIONS[version:]:
+            migration(db)
+        db.execute("UPDATE schema_version SET version = ?", [len(MIGRATIONS)])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _encode(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
+# ------------------------------------------------------------------------------------ records
+
+
+def create(
+    db_path: Path | str,
+    run_dir: Path | str,
+    *,
+    session_id: str,
+    script: Any,
+    params: Mapping[str, Any],
+    owner: str = "",
+    regions: Mapping[str, Any] | None = None,
+    observations: list[Mapping[str, Any]] | None = None,
+    run_id: str | None = None,
+    regio_version: str | None = None,
+) -> Run:
+    """Make the run folder with its ``input.json`` and insert a QUEUED record.
+
+    ``script`` is an ``app.catalog.Script`` and ``params`` its validated parameters
+    (``catalog.validate_params``); ``regions`` and ``observations`` go to the input file as given.
+    """
+    run_id = run_id or new_run_id()
+    if regio_version is None:
+        from app import __version__ as regio_version
+    run_dir = Path(run_dir).resolve()
+    (run_dir / OUTPUT).mkdir(parents=True, exist_ok=False)
+    data = {
+        "run_id": run_id,
+        "session_id": session_id,
+        "script": {"name": script.name, "version": script.version},
+        "regio_version": regio_version,
+        "params": dict(params),
+        "regions": dict(regions or {}),
+        "observations": [dict(o) for o in observations or []],
+        "output_dir": str(run_dir / OUTPUT),
+    }
+    _write_json(run_dir / INPUT, data)
+    run = Run(
+        id=run_id,
+        session_id=session_id,
+        owner=owner,
+        script=script.name,
+        script_version=script.version,
+        params=dict(params),
+        run_dir=str(run_dir),
+        created=now(),
+        time_limit=script.time_limit,
+        job_id=f"regio-run-{run_id}",
+    )
+    with connect(db_path) as db:
+        db["runs"].insert({k: _encode(v) for k, v in asdict(run).items()})  # type: ignore[union-attr]
+    return run
+
+
+def get(db_path: Path | str, run_id: str) -> Run:
+    """The run with this id; RunNotFound if there is none."""
+    with connect(db_path) as db:
+        row = db.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
+    if row is None:
+        raise RunNotFound(run_id)
+    return Run.from_row(row)
+
+
+def list_runs(db_path: Path | str, session_id: str) -> list[Run]:
+    """The runs of a session, newest first."""
+    with connect(db_path) as db:
+        rows = db.execute(
+            "SELECT * FROM runs WHERE session_id = ? ORDER BY created DESC, id", [session_id]
+        ).fetchall()
+    return [Run.from_row(r) for r in rows]
+
+
+def list_active(db_path: Path | str) -> list[Run]:
+    """Every run not yet in a final phase (QUEUED or EXECUTING), oldest first."""
+    with connect(db_path) as db:
+        rows = db.execute(
+            "SELECT * FROM runs WHERE phase IN (?, ?) ORDER BY created, id", [QUEUED, EXECUTING]
+        ).fetchall()
+    return [Run.from_row(r) for r in rows]
+
+
+def update(
+    db_path: Path | str,
+    run_id: str,
+    *,
+    expect: Mapping[str, Any] | None = None,
+    **changes: Any,
+) -> Run:
+    """Change a run's fields in one conditional statement; returns the updated run.
+
+    With ``phase`` in ``changes`` the run must be in one of the phases it is legal to come from
+    (``SOURCES``); without, it must not be in a final phase. ``expect`` adds equality conditions
+    (``expect={"phase": "QUEUED"}``, ``{"requeues": 0}``). PhaseError if a condition does not
+    hold, RunNotFound if there is no such run.
+    """
+    columns = {f.name for f in fields(Run)} - {"id"}
+    unknown = (set(changes) | set(expect or {})) - columns
+    if unknown or not changes:
+        raise ValueError(f"nothing to update, or unknown run field(s): {sorted(unknown)}")
+    phase = changes.get("phase")
+    if phase is not None and phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}")
+    allowed = SOURCES[phase] if phase else frozenset({QUEUED, EXECUTING})
+    if not allowed:
+        raise PhaseError(f"a run cannot go back to {phase}")
+    where = ["id = ?", f"phase IN ({', '.join('?' * len(allowed))})"]
+    args: list[Any] = [run_id, *sorted(allowed)]
+    for key, value in (expect or {}).items():
+        where.append(f"{key} IS ?")
+        args.append(value)
+    assignments = ", ".join(f"{key} = ?" for key in changes)
+    values = [_encode(v) for v in changes.values()]
+    with connect(db_path) as db:
+        sql = f"UPDATE runs SET {assignments} WHERE {' AND '.join(where)}"
+        applied = db.execute(sql, values + args).rowcount == 1
+        row = db.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
+    if row is None:
+        raise RunNotFound(run_id)
+    run = Run.from_row(row)
+    if not applied:
+        wanted = f"become {phase}" if phase else "change"
+        raise PhaseError(f"run {run_id} is {run.phase}: it cannot {wanted} (expected {expect})")
+    return run
+
+
+def finish(
+    db_path: Path | str,
+    run_id: str,
+    phase: str,
+    *,
+    expect: Mapping[str, Any] | None = None,
+    **changes: Any,
+) -> Run:
+    """Move a run to a final phase (``update``), with ``provenance.json`` written beforehand.
+
+    Readers that see a final phase thus always find the provenance. If the update loses a race
+    (PhaseError), the provenance is written again from the record that won, then the error raised.
+    """
+    if phase not in TERMINAL:
+        raise ValueError(f"{phase} is not a final phase")
+    current = get(db_path, run_id)
+    write_provenance(replace(current, phase=phase, **changes))
+    try:
+        return update(db_path, run_id, phase=phase, expect=expect, **changes)
+    except PhaseError:
+        write_provenance(get(db_path, run_id))
+        raise
+
+
+def queue_position(run: Run, redis_conn: Any, queue_name: str = "regio") -> int | None:
+    """How many runs are ahead of a QUEUED run in the queue (0: next); None if not waiting.
+
+    Reads rq's queue list (``rq:queue:<name>``) directly so this module needs no rq import;
+    ``tests/test_runs.py`` checks it against rq's own ``Job.get_position``.
+    """
+    if run.phase != QUEUED or not run.job_id:
+        return None
+    return redis_conn.lpos(f"rq:queue:{queue_name}", run.job_id)
+
+
+# ---------------------------------------------------------------------------------- run folder
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A private temporary name that replaces ``path`` at the end: readers and concurrent writers
+    never see a half-written file."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=str)
+
+
+def read_input(run_dir: Path | str) -> dict[str, Any]:
+    with open(Path(run_dir) / INPUT, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_log(
+    run_dir: Path | str, offset: int = 0, max_bytes: int = MAX_LOG_CHUNK
+) -> tuple[str, int]:
+    """The log text from byte ``offset`` and the offset to ask for next (live tailing).
+
+    Never splits a UTF-8 character: an incomplete character at the end is left for the next call,
+    and an offset inside a character skips to the next one. Bytes that are not UTF-8 (a script
+    printing Latin-1) come out as U+FFFD.
+    """
+    if offset < 0:
+        raise ValueError("the log offset must be >= 0")
+    try:
+        f = open(Path(run_dir) / LOG, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return "", 0
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if offset >= size:
+            return "", size
+        f.seek(offset)
+        data = f.read(max_bytes)
+    start = 0
+    while start < min(len(data), 3) and data[start] & 0xC0 == 0x80:  # inside a character
+        start += 1
+    end = len(data) - _incomplete_tail(data)
+    return data[start:end].decode("utf-8", errors="replace"), offset + end
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end of ``data`` are the start of an unfinished UTF-8 character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): is its character complete?
+            return back if _utf8_length(byte) > back else 0
+    return 0
+
+
+def _utf8_length(lead: int) -> int:
+    """Bytes in the UTF-8 character starting with byte ``lead`` (1 for ASCII or a stray byte)."""
+    for length, shift, prefix in ((2, 5, 0b110), (3, 4, 0b1110), (4, 3, 0b11110)):
+        if lead >> shift == prefix:
+            return length
+    return 1
+
+
+def log_tail(run_dir: Path | str, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
+    """The last ``lines`` lines of the log (from its last ``max_bytes``)."""
+    path = Path(run_dir) / LOG
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(deque(text.splitlines(), maxlen=lines))
+
+
+def append_log(run_dir: Path | str, message: str) -> None:
+    """Append a runner line ``[regio] message`` to the log."""
+    with open(Path(run_dir) / LOG, "ab") as f:
+        f.write(f"[regio] {message}\n".encode())
+
+
+def product_path(run_dir: Path | str, name: str) -> Path:
+    """The file of product ``name`` (relative to ``output/``).
+
+    ValueError for anything that could leave the output folder: an absolute path, ``..``, a
+    symbolic link pointing outside; FileNotFoundError if there is no such file.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise ValueError(f"invalid product name {name!r}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"invalid product name {name!r}: it must stay inside the output folder")
+    root = (Path(run_dir) / OUTPUT).resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"invalid product name {name!r}: it leads outside the output folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"no product {name!r}")
+    return path
+
+
+def list_products(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The run's products: the entries of ``output/products.json`` whose file exists, then any
+    other file of the output folder as kind ``other`` (scripts not using the kit still list)."""
+    root = Path(run_dir) / OUTPUT
+    declared: list[dict[str, Any]] = []
+    try:
+        with open(root / PRODUCTS_MANIFEST, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        entries = []
+    seen: set[str] = {PRODUCTS_MANIFEST}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            continue
+        try:
+            path = product_path(run_dir, entry["file"])
+        except (ValueError, FileNotFoundError):
+            continue
+        if entry["file"] in seen:
+            continue
+        seen.add(entry["file"])
+        declared.append({**entry, "size": path.stat().st_size})
+    undeclared = []
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if rel in seen or rel.endswith(".tmp") or not path.is_file():
+                continue
+            try:
+                product_path(run_dir, rel)
+            except (ValueError, FileNotFoundError):
+                continue
+            undeclared.append(
+                {"file": rel, "kind": "other", "description": "", "obsid": None, "camera": None}
+                | {"size": path.stat().st_size}
+            )
+    return (declared + undeclared)[:MAX_PRODUCTS]
+
+
+def write_provenance(run: Run, **extra: Any) -> Path:
+    """Write ``provenance.json``: what ran, on what, where and when (``extra`` keys are added).
+
+    ``finish`` writes it whenever a run reaches a final phase."""
+    from app import __version__
+
+    try:
+        data = read_input(run.run_dir)
+    except (OSError, ValueError):
+        data = {}
+    keys = ("obsid", "camera", "path", "sha256", "checksum", "md5")
+    observations = [o for o in data.get("observations", []) if isinstance(o, dict)]
+    inputs = [{k: obs[k] for k in keys if k in obs} for obs in observations]
+    record = {
+        "run_id": run.id,
+        "session_id": run.session_id,
+        "script": {"name": run.script, "version": run.script_version},
+        "params": run.params,
+        "regio_version": __version__,
+        "input_regio_version": data.get("regio_version"),
+        "inputs": inputs,
+        "phase": run.phase,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "created": run.created,
+        "started": run.started,
+        "ended": run.ended,
+        "host": run.host,
+        "worker": run.worker,
+        **extra,
+    }
+    path = Path(run.run_dir) / PROVENANCE
+    _write_json(path, record)
+    return path
+
+
+def bundle(
+    run_dir: Path | str,
+    extra_files: Mapping[str, Path | str] | None = None,
+    dest: Path | str | None = None,
+) -> Path:
+    """A zip of the run: products, log, input, provenance, plus ``extra_files``.
+
+    ``extra_files`` maps names in the archive (``"regions/source.reg"``) to files (e.g. the
+    session's regions). Everything sits under a top folder named after the run folder. The zip is
+    written to ``dest`` (default ``<run_dir>/bundle.zip``) atomically; returns its path.
+    """
+    run_dir = Path(run_dir)
+    top = run_dir.name
+    members: list[tuple[Path, str]] = []
+    for name in (INPUT, LOG, PROVENANCE):
+        if (run_dir / name).is_file():
+            members.append((run_dir / name, name))
+    for product in list_products(run_dir):
+        members.append((product_path(run_dir, product["file"]), f"{OUTPUT}/{product['file']}"))
+    if (run_dir / OUTPUT / PRODUCTS_MANIFEST).is_file():
+        members.append((run_dir / OUTPUT / PRODUCTS_MANIFEST, f"{OUTPUT}/{PRODUCTS_MANIFEST}"))
+    for arcname, path in (extra_files or {}).items():
+        rel = Path(arcname)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"invalid name in the bundle: {arcname!r}")
+        members.append((Path(path), rel.as_posix()))
+    dest = Path(dest) if dest else run_dir / BUNDLE
+    with (
+        _atomic(dest) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf,
+    ):
+        for path, arcname in members:
+            zf.write(path, f"{top}/{arcname}")
+    return dest

@@ -1,0 +1,1 @@
+../../scripts/regio_kit.py
