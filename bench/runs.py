@@ -1,4 +1,5 @@
-"""Benchmark of the run engine: what a run costs beyond its script, measured in the same process.
+"""Benchmark of the run engine: what a run costs beyond its script, and what live log streams
+cost the API, each measured against a reference in the same run.
 
 ``run_overhead``: wall time of a 5 s script launched as a Regio run (create the run folder and
 record, enqueue, a real ``rq worker`` subprocess forks a horse that supervises the script, the
@@ -6,17 +7,25 @@ record reaches COMPLETED as seen by polling it like the web page does), divided 
 of the same script started directly as a subprocess. Lower is better; 1.00 is no overhead; the
 goal is <= 1.05. Each is measured ``REPEATS`` times, alternating, and the medians are compared.
 
+``ping_p99_streams_vs_idle``: p99 latency of ``GET /api/runs/<id>`` on gunicorn (threaded
+workers, as ``make run`` starts it) while ``STREAMS`` server-sent-event log streams of a running
+run are open, divided by the same with none open. Lower is better; the goal is <= 3.
+
 Run: ``.venv/bin/python bench/runs.py``. The last line is ``RESULT run_overhead=<ratio> ...``.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -166,10 +175,132 @@ def bench_run_overhead(bench: Bench) -> dict[str, float]:
     return {"run_overhead": round(ratio, 4), "run_s": round(t, 3), "direct_s": round(d, 3)}
 
 
+STREAMS = 10
+PINGS = 300
+
+
+@contextmanager
+def web_server(bench: Bench) -> Iterator[str]:
+    """gunicorn serving the app (threaded workers, as ``make run`` starts it) on a free port."""
+    from app import settings
+    from app.service import Service
+
+    values = settings.load(
+        {
+            "PORT": free_port(),
+            "REDIS_URL": bench_url(bench),
+            "SESSIONS": bench.folder / "sessions",
+            "SCRIPTS": bench.folder / "scripts",
+            "INSTANCE": bench.folder / "instance",
+            "INDEX": bench.folder / "index",
+        },
+        environ={},
+    )
+    (bench.folder / "instance" / "logs").mkdir(parents=True, exist_ok=True)
+    service = Service(values)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
+    env.update({s.env: str(values[s.name]) for s in settings.SETTINGS if s.type != "paths"})
+    with open(bench.folder / "web.log", "wb") as log:
+        web = subprocess.Popen(
+            service.gunicorn_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{values['PORT']}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/scripts", timeout=5).read()
+                break
+            except OSError:
+                if web.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit((bench.folder / "web.log").read_text()) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        web.terminate()
+        web.wait(30)
+
+
+def bench_url(bench: Bench) -> str:
+    kwargs = bench.conn.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def ping_latencies(url: str, count: int) -> list[float]:
+    """Seconds of ``count`` sequential GETs of a run record (what the page polls)."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=30) as response:
+            response.read()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def open_stream(url: str, stop: threading.Event, received: list[int]) -> None:
+    """Hold an SSE connection open, reading it, until ``stop`` is set."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn.request("GET", parts.path)
+    response = conn.getresponse()
+    while not stop.is_set():
+        try:
+            chunk = response.read1(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        received.append(len(chunk))
+    conn.close()
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def bench_streams(bench: Bench) -> dict[str, float]:
+    """p99 latency of an API GET with ``STREAMS`` live log streams open, over the same idle."""
+    run = bench.new_run(120.0)
+    jobs.enqueue(run, bench.script, bench.conn, bench.db, scripts_dir=bench.folder / "scripts")
+    while runs.get(bench.db, run.id).phase == runs.QUEUED:
+        time.sleep(0.05)
+    with web_server(bench) as base:
+        ping = f"{base}/api/runs/{run.id}"
+        ping_latencies(ping, 20)  # warm up
+        idle = ping_latencies(ping, PINGS)
+        stop = threading.Event()
+        received: list[int] = []
+        streams = [
+            threading.Thread(
+                target=open_stream, args=(f"{base}/api/runs/{run.id}/events", stop, received)
+            )
+            for _ in range(STREAMS)
+        ]
+        for thread in streams:
+            thread.start()
+        time.sleep(1.0)
+        busy = ping_latencies(ping, PINGS)
+        stop.set()
+        for thread in streams:
+            thread.join(10)
+    jobs.cancel(run.id, bench.db, bench.conn, wait=10)
+    ratio = p99(busy) / p99(idle)
+    print(
+        f"ping_p99_streams_vs_idle = {ratio:.2f} (lower is better; goal <= 3): p99 of GET "
+        f"/api/runs/<id> is {p99(busy) * 1000:.1f} ms with {STREAMS} log streams open, "
+        f"{p99(idle) * 1000:.1f} ms with none ({len(received)} stream chunks received)"
+    )
+    if not received:
+        raise SystemExit("the log streams received nothing: the measurement is not valid")
+    return {
+        "ping_p99_streams_vs_idle": round(ratio, 3),
+        "ping_p99_idle_ms": round(p99(idle) * 1000, 2),
+        "ping_p99_streams_ms": round(p99(busy) * 1000, 2),
+    }
+
+
 # Each measurement takes the shared setup and returns {name: value} for the RESULT line.
-# The HTTP API work adds ``ping_p99_streams_vs_idle`` here (p99 latency of a ping while live log
-# streams are open, over the same with none open), with a web server subprocess of its own.
-MEASUREMENTS: list[Callable[[Bench], dict[str, float]]] = [bench_run_overhead]
+MEASUREMENTS: list[Callable[[Bench], dict[str, float]]] = [bench_run_overhead, bench_streams]
 
 
 def main() -> int:
