@@ -40,10 +40,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["regio.redis"] = redis.Redis.from_url(values["REDIS_URL"])
 
     from app.views import api, pages, runs_api
+    from app.views import hips as hips_views
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(runs_api.bp)
+    app.register_blueprint(hips_views.bp)
 
     @app.after_request
     def add_version(response):

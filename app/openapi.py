@@ -238,6 +238,20 @@ PATHS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 
+_REGION_FILES = {
+    "schema": {
+        "type": "object",
+        "required": ["source"],
+        "properties": {
+            "source": {"type": "string", "format": "binary", "description": "DS9 region file"},
+            "background": {"type": "string", "format": "binary", "description": "DS9 region file"},
+            "title": {"type": "string"},
+        },
+    }
+}
+for _path, _method in (("/api/sessions", "post"), ("/api/sessions/{session_id}/regions", "put")):
+    PATHS[_path][_method]["requestBody"]["content"]["multipart/form-data"] = _REGION_FILES
+
 SCHEMAS |= {
     "Script": {
         "type": "object",

@@ -67,6 +67,27 @@ def build_index(values: Mapping[str, Any], archive: list[Path]) -> None:
     log(f"index ready: {report}")
 
 
+def build_hips(values: Mapping[str, Any]) -> None:
+    """Build or update the viewer's sky background (``indexer.hips``); a failure is logged and
+    the service starts without it (the viewer then has no background image)."""
+    folder = Path(values["INDEX"]) / "hips"
+    log(f"building the sky background (HiPS) in {folder} ...")
+    try:
+        from indexer.hips import build_hips as build
+        from indexer.hips import summary
+
+        report = build(Path(values["INDEX"]), progress=lambda m: log("  " + m))
+    except Exception as exc:  # the background is optional: never stop the service for it
+        log(
+            f"WARNING: the sky background (HiPS) could not be built: {type(exc).__name__}: "
+            f"{exc}; the viewer starts without it"
+        )
+        return
+    for path, reason in report["problems"]:
+        log(f"  HiPS skipped {path}: {reason}")
+    log(summary(report))
+
+
 class Service:
     """The child processes of one host: Redis (when embedded), RQ workers, gunicorn."""
 
@@ -185,6 +206,7 @@ def run(overrides: Mapping[str, Any] | None = None) -> int:
         return 2
     archive = prepare_archive(values)
     build_index(values, archive)
+    build_hips(values)
     service = Service(values)
 
     def on_signal(signum, _frame):

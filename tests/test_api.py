@@ -150,6 +150,36 @@ def test_viewer_json_shapes_are_accepted(client, truth):
     assert response.get_json()["coverage"]
 
 
+def test_ds9_region_files_can_be_uploaded(client, truth, env):
+    src, _ = source_of(truth)
+    files = {
+        "source": (
+            io.BytesIO(f"# Region file format: DS9\nfk5\n{circle(src)[5:]}\n".encode()),
+            "src.reg",
+        ),
+        "background": (io.BytesIO(annulus(src).encode()), "bkg.reg"),
+        "title": "uploaded",
+    }
+    response = client.post("/api/sessions", data=files, content_type="multipart/form-data")
+    assert response.status_code == 201, response.get_json()
+    session = response.get_json()
+    assert session["title"] == "uploaded" and session["coverage"]
+    before = snapshot(Path(env["SESSIONS"]))
+    bad = {"source": (io.BytesIO(b"fk5\ncircle(1,2"), "bad.reg")}
+    response = client.put(f"{session['url']}/regions", data=bad, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert "source region" in response.get_json()["message"]
+    binary = {"source": (io.BytesIO(b"\xff\xfe\x00"), "x.reg")}
+    response = client.put(
+        f"{session['url']}/regions", data=binary, content_type="multipart/form-data"
+    )
+    assert response.status_code == 400
+    big = {"source": (io.BytesIO(b"#" * 300_000), "big.reg")}
+    response = client.put(f"{session['url']}/regions", data=big, content_type="multipart/form-data")
+    assert response.status_code == 413
+    assert snapshot(Path(env["SESSIONS"])) == before
+
+
 def test_selection_and_regions_update(client, truth):
     session, src, _ = new_session(client, truth)
     first = session["coverage"][0]

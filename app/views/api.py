@@ -38,6 +38,27 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+#: Largest DS9 region file accepted in an upload [bytes].
+MAX_REGION_FILE = 256 * 1024
+
+
+def regions_body() -> dict[str, Any]:
+    """A regions request: a JSON object, or a multipart form whose ``source`` / ``background``
+    are DS9 region files (or text fields) and ``title`` a text field."""
+    if request.mimetype != "multipart/form-data":
+        return json_body()
+    body: dict[str, Any] = dict(request.form.items())
+    for name, upload in request.files.items():
+        data = upload.read(MAX_REGION_FILE + 1)
+        if len(data) > MAX_REGION_FILE:
+            abort(413, description=f"the {name} region file is larger than {MAX_REGION_FILE} bytes")
+        try:
+            body[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            abort(400, description=f"the {name} region file is not text (UTF-8)")
+    return body
+
+
 def index_or_503():
     try:
         return load_index(settings())
@@ -132,8 +153,11 @@ def camera_moc(obsid: str, camera: str):
 
 @bp.post("/sessions")
 def create_session():
-    """A new session from a source (and optional background) region; finds the coverage."""
-    body = json_body()
+    """A new session from a source (and optional background) region; finds the coverage.
+
+    The regions come as DS9 strings or viewer shapes in a JSON body, or as DS9 files in a
+    multipart form (fields ``source``, ``background``)."""
+    body = regions_body()
     source, background = parse_regions(body)
     title = body.get("title", "")
     if not isinstance(title, str) or len(title) > 200:
@@ -164,7 +188,7 @@ def get_session(session_id: str):
 def put_regions(session_id: str):
     """Replace the regions; the coverage is found again and the selection pruned to it."""
     session_json(session_id)  # 404 before anything else
-    body = json_body()
+    body = regions_body()
     source, background = parse_regions(body)
     rows = coverage_rows(source, background)
     store = session_store()
