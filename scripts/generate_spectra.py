@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Source and background spectra (OGIP PHA) of the session's regions, per observation and camera.
+
+Run by hand: ``python scripts/generate_spectra.py input.json`` (input layout: ``regio_kit``).
+The science lives in ``scripts/xmm``; see ``generate_spectra.toml`` for the documentation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from regio_kit import main, progress, save_product, stage
+from xmm import previews
+from xmm.pipeline import Observation
+from xmm.provenance import Provenance
+from xmm.run import pileup_cards, prepare, product_extra, say
+from xmm.spectra import (
+    Spectrum,
+    channel_grid,
+    combine,
+    event_keywords,
+    find_response,
+    group_min_counts,
+    write_pha,
+)
+
+
+def response_folder(params: dict[str, Any]) -> Path | None:
+    folder = params.get("response_dir") or os.environ.get("REGIO_RESPONSES") or ""
+    return Path(folder) if folder else None
+
+
+def observation_spectra(
+    obs: Observation, params: dict[str, Any], responses: Path | None
+) -> dict[str, Spectrum]:
+    """Source and (if a background region exists) background spectra of one observation."""
+    grid = channel_grid(obs.camera, int(params.get("mos_bin", 5)))
+    keywords = event_keywords(obs.events)
+    respfile = "NONE"
+    if responses is not None:
+        rmf = find_response(responses, obs.camera, str(keywords.get("SUBMODE", "")), grid.n)
+        if rmf is None:
+            say(f"[WARNING] {obs.label}: no canned RMF with {grid.n} channels in {responses}")
+        else:
+            respfile = str(rmf)
+            say(f"{obs.label}: response {rmf.name}")
+    out = {}
+    for name, kind in (("source", "TOTAL"), ("background", "BKG")):
+        if name not in obs.regions:
+            continue
+        sel = obs.selected[name]
+        spec = Spectrum(
+            counts=grid.histogram(sel.pi),
+            grid=grid,
+            exposure=obs.exposure(name),
+            backscal=obs.areas[name].total,
+            kind=kind,
+            keywords={
+                **keywords,
+                "ONTIME": sum(
+                    w * obs.good_time_total(c) for c, w in obs.areas[name].weights().items()
+                ),
+            },
+            region=obs.regions[name],
+            ccd_gtis=dict(obs.good_time),
+            respfile=respfile if kind == "TOTAL" else "NONE",
+        )
+        out[name] = spec
+    min_counts = int(params.get("min_counts", 0))
+    if min_counts > 0:
+        src = out["source"]
+        src.grouping, src.quality = group_min_counts(src.counts, min_counts)
+    return out
+
+
+def write_pair(
+    output_dir: Path,
+    stem: str,
+    spectra: dict[str, Spectrum],
+    camera: str,
+    cards: list[tuple],
+) -> dict[str, str]:
+    """Write the source (and background) PHA files; returns {name: file name}."""
+    files = {"source": f"{stem}_src.pha"}
+    if "background" in spectra:
+        files["background"] = f"{stem}_bkg.pha"
+        spectra["source"].backfile = files["background"]
+    for name, spec in spectra.items():
+        write_pha(output_dir / files[name], spec, camera, cards)
+    return files
+
+
+def spectrum_png(output_dir: Path, stem: str, title: str, spectra: dict[str, Spectrum]) -> str:
+    src = spectra["source"]
+    bkg = spectra.get("background")
+    e_lo, e_hi = src.grid.energy_kev()
+    png = f"{stem}_spectrum.png"
+    previews.spectrum_preview(
+        output_dir / png, title, e_lo, e_hi, src.counts, src.exposure,
+        bkg.counts if bkg else None, bkg.exposure if bkg else 0.0,
+        src.backscal / bkg.backscal if bkg and bkg.backscal > 0 else 0.0,
+    )  # fmt: skip
+    return png
+
+
+def run(inp: dict[str, Any]) -> None:
+    params = inp["params"]
+    output_dir = Path(inp["output_dir"])
+    provenance = Provenance(inp)
+    observations = prepare(
+        inp, screen_flares=bool(params.get("screen_flares", True)), provenance=provenance
+    )
+    responses = response_folder(params)
+    written: list[tuple[Observation, str, dict[str, Spectrum], dict[str, str]]] = []
+    with stage("write products"):
+        for k, obs in enumerate(observations, 1):
+            spectra = observation_spectra(obs, params, responses)
+            stem = f"{obs.obsid}_{obs.camera}"
+            cards = provenance.cards(obs.obsid, obs.camera) + pileup_cards(obs)
+            files = write_pair(output_dir, stem, spectra, obs.camera, cards)
+            src = spectra["source"]
+            say(
+                f"{obs.label}: {files['source']}: {src.total_counts} counts, EXPOSURE "
+                f"{src.exposure:.1f} s, BACKSCAL {src.backscal:.0f}"
+                + (
+                    f"; {files['background']}: {spectra['background'].total_counts} counts, "
+                    f"BACKSCAL {spectra['background'].backscal:.0f}"
+                    if "background" in files
+                    else ""
+                )
+            )
+            written.append((obs, stem, spectra, files))
+            progress(k, len(observations))
+        combined = (
+            combine_per_camera(output_dir, written, provenance)
+            if params.get("combine", True)
+            else []
+        )
+        provenance.write_json(output_dir)
+    with stage("previews"):
+        for k, (obs, stem, spectra, files) in enumerate(written, 1):
+            png = spectrum_png(
+                output_dir,
+                stem,
+                f"{obs.obsid} {obs.camera} {obs.events.keyword('OBJECT', '')}",
+                spectra,
+            )
+            extra = product_extra(obs, png)
+            save_product(
+                output_dir, png, "plot", f"Spectrum preview {obs.label}", obs.obsid, obs.camera
+            )
+            save_product(
+                output_dir, files["source"], "spectrum",
+                f"Source spectrum (OGIP PHA) {obs.label}", obs.obsid, obs.camera, **extra,
+            )  # fmt: skip
+            if "background" in files:
+                save_product(
+                    output_dir, files["background"], "spectrum",
+                    f"Background spectrum (OGIP PHA) {obs.label}", obs.obsid, obs.camera, **extra,
+                )  # fmt: skip
+            progress(k, len(written) + len(combined))
+        for k, (camera, stem, spectra, files) in enumerate(combined, len(written) + 1):
+            png = spectrum_png(
+                output_dir, stem, f"{camera}, {len(written)} observations combined", spectra
+            )
+            extra = {
+                "date_obs": None,
+                "exposure": round(spectra["source"].exposure, 3),
+                "preview": png,
+            }
+            save_product(
+                output_dir, png, "plot", f"Combined spectrum preview {camera}", None, camera
+            )
+            for name, file in files.items():
+                save_product(
+                    output_dir,
+                    file,
+                    "spectrum",
+                    f"Combined {name} spectrum {camera}",
+                    None,
+                    camera,
+                    **extra,
+                )
+            progress(k, len(written) + len(combined))
+        save_product(output_dir, "provenance.json", "other", "Provenance of the products (JSON)")
+
+
+def combine_per_camera(output_dir: Path, written: list, provenance: Provenance) -> list:
+    """A combined spectrum per camera when more than one observation of it was processed."""
+    out = []
+    cameras = sorted({obs.camera for obs, *_ in written})
+    for camera in cameras:
+        parts = [spectra for obs, _, spectra, _ in written if obs.camera == camera]
+        if len(parts) < 2:
+            continue
+        spectra = {"source": combine([p["source"] for p in parts], "TOTAL")}
+        if all("background" in p for p in parts):
+            spectra["background"] = combine([p["background"] for p in parts], "BKG")
+        stem = f"combined_{camera}"
+        files = write_pair(output_dir, stem, spectra, camera, provenance.cards())
+        say(
+            f"{camera}: combined {len(parts)} observations: {spectra['source'].total_counts} counts, "
+            f"EXPOSURE {spectra['source'].exposure:.1f} s"
+        )
+        out.append((camera, stem, spectra, files))
+    return out
+
+
+if __name__ == "__main__":
+    main(run)

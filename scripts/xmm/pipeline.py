@@ -1,0 +1,267 @@
+"""The common path of every script: from the run input to screened, region-selected events.
+
+For each selected (observation, camera) with an event list:
+
+1. **read events** (:meth:`Observation.read`): one streaming pass over the list in row chunks.
+   Standard filters (:func:`xmm.events.standard_filter`); the high-energy single events go to the
+   flare curve; the events of each named region (source, background, ...) are kept (TIME, PI,
+   CCDNR, X, Y); a strided sample feeds the per-CCD geometry (:mod:`xmm.footprint`).
+2. **screen flares** (:meth:`Observation.screen`): per-CCD good time = the list's own good time
+   (``STDGTInn`` and its recorded time selection) intersected with the flare good time.
+3. **extract** (:meth:`Observation.extract`): events outside their CCD's good time are dropped;
+   live area of each region per CCD (BACKSCAL); exposure of each region = live time of the CCDs
+   under it, weighted by the live area on each.
+
+Regions: the per-observation DS9 ``physical`` text of the input (``regions_pixel``, the event
+list's X/Y, computed by the runner with the list's column WCS) is used as given; when it is
+absent the ICRS DS9 text is converted here with the same column WCS (``regions`` ``to_pixel``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from xmm import gti as gtimod
+from xmm.events import (
+    DEFAULT_CHUNK_ROWS,
+    STANDARD_FILTER_TEXT,
+    EventList,
+    EventListError,
+    standard_filter,
+)
+from xmm.flares import THRESHOLD, FlareCurve, high_energy_singles
+from xmm.footprint import CcdGeometry, LiveArea, live_area
+from xmm.selection import Region, RegionError, from_sky_ds9, parse_physical
+
+FLARE_BIN = 100.0  # s
+ExtraRegions = Callable[[dict[str, Any], dict[str, Region]], dict[str, Region]]
+GEOMETRY_SAMPLE = 400_000  # events per list used to learn the CCD geometry
+
+
+class SkipObservation(Exception):
+    """This observation cannot give a product; the message says why (shown to the user)."""
+
+
+@dataclass
+class RegionEvents:
+    """Events of one region passing the standard filters (and, after extract, the good time)."""
+
+    time: NDArray[np.float64]
+    pi: NDArray[np.int32]
+    ccd: NDArray[np.int16]
+    x: NDArray[np.float64]
+    y: NDArray[np.float64]
+
+    @classmethod
+    def concat(cls, parts: list[RegionEvents]) -> RegionEvents:
+        if not parts:
+            z = np.zeros(0)
+            return cls(z, z.astype(np.int32), z.astype(np.int16), z, z)
+        return cls(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__)
+        )
+
+    def take(self, mask: NDArray[np.bool_]) -> RegionEvents:
+        return RegionEvents(
+            self.time[mask], self.pi[mask], self.ccd[mask], self.x[mask], self.y[mask]
+        )
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+@dataclass
+class Observation:
+    """One (observation, camera) of the run input, carried through the stages."""
+
+    meta: dict[str, Any]
+    events: EventList
+    regions: dict[str, Region]
+    selected: dict[str, RegionEvents] = field(default_factory=dict)
+    flare_curve: FlareCurve | None = None
+    geometry: dict[int, CcdGeometry] = field(default_factory=dict)
+    good_time: dict[int, NDArray] = field(default_factory=dict)
+    flare_gti: NDArray | None = None
+    areas: dict[str, LiveArea] = field(default_factory=dict)
+    n_read: int = 0
+    n_standard: int = 0
+
+    @property
+    def obsid(self) -> str:
+        return str(self.meta.get("obsid") or self.events.obsid)
+
+    @property
+    def camera(self) -> str:
+        return self.events.camera
+
+    @property
+    def label(self) -> str:
+        return f"{self.obsid} {self.camera}"
+
+    # --- stage 1 -----------------------------------------------------------------------------
+
+    def read(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        ev, cam = self.events, self.camera
+        # the flare curve spans the list's TSTART..TSTOP (the per-CCD good time, stored after
+        # the rows, is only known at the end of the pass)
+        tstart = float(ev.keyword("TSTART", 0.0))
+        tstop = float(ev.keyword("TSTOP", tstart + FLARE_BIN))
+        self.flare_curve = FlareCurve.empty(cam, tstart, tstop, FLARE_BIN)
+        stride = max(1, ev.n_rows // GEOMETRY_SAMPLE)
+        parts: dict[str, list[RegionEvents]] = {name: [] for name in self.regions}
+        geometry: dict[int, CcdGeometry] = {}
+        for rec in ev.record_chunks(chunk_rows):
+            self.n_read += len(rec)
+            flag, pattern = ev.column(rec, "FLAG"), ev.column(rec, "PATTERN")
+            pi_all = ev.column(rec, "PI")
+            he = np.flatnonzero(high_energy_singles(cam, pi_all, pattern, flag))
+            self.flare_curve.add(ev.column(rec, "TIME", he))
+            good = np.flatnonzero(standard_filter(cam, flag, pattern))
+            self.n_standard += len(good)
+            x = ev.column(rec, "X", good).astype(np.float64)
+            y = ev.column(rec, "Y", good).astype(np.float64)
+            for name, region in self.regions.items():
+                m = region.mask(x, y)
+                rows = good[m]
+                parts[name].append(
+                    RegionEvents(
+                        ev.column(rec, "TIME", rows).astype(np.float64),
+                        pi_all[rows].astype(np.int32),
+                        ev.column(rec, "CCDNR", rows).astype(np.int16),
+                        x[m],
+                        y[m],
+                    )
+                )
+            # the geometry sample: every stride-th good event, from the start of the list
+            offset = (-(self.n_read - len(rec))) % stride
+            sample = np.arange(offset, len(good), stride)
+            rows = good[sample]
+            ccd = ev.column(rec, "CCDNR", rows).astype(np.int64)
+            rawx, rawy = ev.column(rec, "RAWX", rows), ev.column(rec, "RAWY", rows)
+            for c in np.unique(ccd):
+                on = ccd == c
+                geom = geometry.setdefault(int(c), CcdGeometry(int(c)))
+                geom.add(x[sample][on], y[sample][on], rawx[on], rawy[on])
+        self.selected = {name: RegionEvents.concat(p) for name, p in parts.items()}
+        self.geometry = geometry
+
+    # --- stage 2 -----------------------------------------------------------------------------
+
+    def camera_gti(self) -> NDArray:
+        return gtimod.union(*(c.gti for c in self.events.ccds.values()))
+
+    def screen(self, enabled: bool, threshold: float | None = None) -> str:
+        """Set the per-CCD good time; returns a log line describing the screening."""
+        ccds = self.events.ccds
+        if not ccds:
+            raise SkipObservation("the event list has no per-CCD good time (STDGTInn) extension")
+        before = gtimod.total(self.camera_gti())
+        if enabled:
+            assert self.flare_curve is not None
+            limit = THRESHOLD[self.camera] if threshold is None else threshold
+            self.flare_gti = self.flare_curve.good_time(self.camera_gti(), limit)
+            self.good_time = {c: gtimod.intersect(i.gti, self.flare_gti) for c, i in ccds.items()}
+        else:
+            self.good_time = {c: i.gti.copy() for c, i in ccds.items()}
+        after = gtimod.total(gtimod.union(*self.good_time.values()))
+        if after <= 0:
+            raise SkipObservation(
+                "no good time left"
+                + (" after flare screening (the whole observation is flared)" if enabled else "")
+            )
+        if not enabled:
+            return f"{self.label}: flare screening off; good time {after:.0f} s"
+        limit = THRESHOLD[self.camera] if threshold is None else threshold
+        return (
+            f"{self.label}: flare screening ({self.camera} high-energy single events, "
+            f"{FLARE_BIN:.0f} s bins, RATE <= {limit} counts/s): kept {after:.0f} s of "
+            f"{before:.0f} s good time ({100 * after / before:.1f} %)"
+        )
+
+    # --- stage 3 -----------------------------------------------------------------------------
+
+    def extract(self) -> None:
+        """Drop events outside the good time of their CCD; live areas of the regions."""
+        for name, sel in self.selected.items():
+            keep = np.zeros(len(sel), dtype=bool)
+            for ccd, good in self.good_time.items():
+                on = np.flatnonzero(sel.ccd == ccd)
+                keep[on] = gtimod.contains(good, sel.time[on])
+            self.selected[name] = sel.take(keep)
+        solved = {}
+        for ccd, geom in sorted(self.geometry.items()):
+            info = self.events.ccds.get(ccd)
+            if info is None or gtimod.total(self.good_time.get(ccd, np.zeros((0, 2)))) <= 0:
+                continue
+            if geom.solve(info.bad_pixels):
+                solved[ccd] = geom
+        self.areas = {name: live_area(region, solved) for name, region in self.regions.items()}
+
+    def good_time_total(self, ccd: int) -> float:
+        """Good time [s] of a CCD (on time, before the dead-time correction)."""
+        return gtimod.total(self.good_time[ccd])
+
+    def livetime(self, ccd: int) -> float:
+        """Live time [s] of a CCD within its good time."""
+        return gtimod.total(self.good_time[ccd]) * self.events.ccds[ccd].live_fraction
+
+    def exposure(self, name: str) -> float:
+        """Live time of the CCDs under region ``name``, weighted by the live area on each [s]."""
+        weights = self.areas[name].weights()
+        return float(sum(w * self.livetime(c) for c, w in weights.items()))
+
+    def region_gti(self, name: str) -> NDArray:
+        """Good time of the CCDs under region ``name`` (union)."""
+        return gtimod.union(*(self.good_time[c] for c in self.areas[name].weights()))
+
+    def filters_text(self) -> str:
+        return STANDARD_FILTER_TEXT[self.camera]
+
+
+def regions_for(obs: dict[str, Any], inp: dict[str, Any], events: EventList) -> dict[str, Region]:
+    """The source (and background, if any) regions of an observation in its X/Y pixels."""
+    pixel = obs.get("regions_pixel") or {}
+    out: dict[str, Region] = {}
+    for name in ("source", "background"):
+        text = pixel.get(name)
+        sky = (inp.get("regions") or {}).get(name)
+        try:
+            if text:
+                out[name] = parse_physical(text)
+            elif sky and sky.get("ds9"):
+                out[name] = from_sky_ds9(sky["ds9"], events.wcs)
+        except RegionError as exc:
+            raise SkipObservation(f"the {name} region cannot be used: {exc}") from None
+    if "source" not in out:
+        raise SkipObservation("no source region was given")
+    return out
+
+
+def open_observation(
+    obs: dict[str, Any], inp: dict[str, Any], extra_for: ExtraRegions | None = None
+) -> Observation:
+    """Check and open one observation of the input; raises SkipObservation with the reason.
+
+    ``extra_for(obs, regions)`` may add named regions whose events are collected in the same
+    pass (e.g. the field of an image).
+    """
+    if obs.get("source") == "expmap":
+        raise SkipObservation(
+            "only an exposure map is archived for it (no event list), so it cannot be processed"
+        )
+    path = obs.get("path")
+    if not path:
+        raise SkipObservation("the input gives no event-list path")
+    try:
+        events = EventList(path)
+    except EventListError as exc:
+        raise SkipObservation(str(exc)) from None
+    regions = regions_for(obs, inp, events)
+    if extra_for is not None:
+        regions.update(extra_for(obs, regions))
+    return Observation(obs, events, regions)

@@ -1,0 +1,179 @@
+"""Stages every script shares: read events, screen flares, extract; with clear skips and failures.
+
+An observation that cannot give a product (exposure map only, unreadable file, source region off
+every CCD, no events in it, no good time) is skipped with a log line naming the reason; when
+none is left the run fails with an ``[ERROR]`` that lists the reasons.
+
+Pile-up: the source count rate per frame is compared with the XMM Users Handbook limits for a
+point source in full-frame mode (MOS 0.70 counts/s x 2.6 s = 1.82 counts/frame, pn 6 counts/s x
+73.4 ms = 0.44 counts/frame); above it a warning goes to the log and into the products' headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from regio_kit import ScriptError, progress, stage
+from xmm.pipeline import ExtraRegions, Observation, SkipObservation, open_observation
+from xmm.provenance import Provenance
+
+PILEUP_RADIUS_ARCSEC = 20.0
+PILEUP_ENCIRCLED = 0.8
+PILEUP_COUNTS_PER_FRAME = {"EMOS1": 0.70 * 2.6, "EMOS2": 0.70 * 2.6, "EPN": 6.0 * 0.0734}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _label(obs: dict[str, Any]) -> str:
+    return f"{obs.get('obsid', '?')} {obs.get('camera') or obs.get('instrument') or '?'}"
+
+
+def prepare(
+    inp: dict[str, Any],
+    *,
+    screen_flares: bool,
+    extra_regions_for: ExtraRegions | None = None,
+    provenance: Provenance,
+) -> list[Observation]:
+    """Run the three shared stages; returns the usable observations (fails if there are none)."""
+    problems: list[str] = []
+    observations: list[Observation] = []
+    selected = inp.get("observations") or []
+    if not selected:
+        raise ScriptError("no observation was selected")
+
+    def skip(label: str, reason: str) -> None:
+        say(f"[WARNING] skipping {label}: {reason}")
+        problems.append(f"{label}: {reason}")
+
+    with stage("read events"):
+        for k, meta in enumerate(selected, 1):
+            try:
+                obs = open_observation(meta, inp, extra_regions_for)
+                say(f"{obs.label}: reading {obs.events.n_rows} events from {obs.events.path.name}")
+                obs.read()
+                say(
+                    f"{obs.label}: {obs.n_standard} events pass the standard filter "
+                    f"({obs.filters_text()}); "
+                    + ", ".join(f"{len(v)} in the {n} region" for n, v in obs.selected.items())
+                )
+                observations.append(obs)
+            except SkipObservation as exc:
+                skip(_label(meta), str(exc))
+            progress(k, len(selected))
+    with stage("screen flares"):
+        kept = []
+        for k, obs in enumerate(observations, 1):
+            try:
+                say(obs.screen(screen_flares))
+                kept.append(obs)
+            except SkipObservation as exc:
+                skip(obs.label, str(exc))
+            progress(k, len(observations))
+        observations = kept
+    with stage("extract"):
+        kept = []
+        for k, obs in enumerate(observations, 1):
+            try:
+                _extract(obs)
+                provenance.add_input(
+                    obs.meta,
+                    obs.camera,
+                    {n: r.ds9() for n, r in obs.regions.items()},
+                    obs.filters_text(),
+                )
+                kept.append(obs)
+            except SkipObservation as exc:
+                skip(obs.label, str(exc))
+            progress(k, len(observations))
+        observations = kept
+    if not observations:
+        raise ScriptError("nothing to process: " + "; ".join(problems))
+    return observations
+
+
+def _extract(obs: Observation) -> None:
+    obs.extract()
+    source = obs.areas["source"]
+    if source.total <= 0:
+        raise SkipObservation(
+            "the source region lies outside every CCD (off the field of view, on chip gaps or "
+            "on a dead CCD)"
+        )
+    n_src = len(obs.selected["source"])
+    if n_src == 0:
+        raise SkipObservation("no events in the source region after the filters and good time")
+    for name, area in obs.areas.items():
+        if name == "source":
+            continue
+        if area.total <= 0:
+            raise SkipObservation(f"the {name} region lies outside every CCD")
+    exposure = obs.exposure("source")
+    ccds = ", ".join(f"CCD {c} ({100 * w:.0f} %)" for c, w in obs.areas["source"].weights().items())
+    say(
+        f"{obs.label}: source {n_src} events, live area {source.total:.0f} sky px^2 "
+        f"({source.total / max(source.geometric, 1e-9) * 100:.1f} % of the region) on {ccds}, "
+        f"exposure {exposure:.1f} s"
+    )
+    counts_per_frame = peak_counts_per_frame(obs, exposure)
+    obs.meta["_counts_per_frame"] = counts_per_frame
+    limit = PILEUP_COUNTS_PER_FRAME[obs.camera]
+    obs.meta["_pileup"] = counts_per_frame > limit
+    if obs.meta["_pileup"]:
+        say(
+            f"[WARNING] {obs.label}: pile-up risk: {counts_per_frame:.2f} counts per "
+            f"{obs.events.frame_time:.4g} s frame from the brightest spot of the source region "
+            f"(limit {limit:.2f}); check with epatplot, or excise the core with an annulus"
+        )
+
+
+def peak_counts_per_frame(obs: Observation, exposure: float) -> float:
+    """Counts per frame of a point source at the brightest spot of the source region.
+
+    The events within ``PILEUP_RADIUS_ARCSEC`` (20", ~80 % of a point source's counts) of the
+    densest 4" cell, divided by that encircled fraction, times the frame time over the exposure.
+    """
+    sel = obs.selected["source"]
+    if exposure <= 0 or len(sel) == 0:
+        return 0.0
+    pixel = 0.05  # arcsec per sky pixel
+    cell = 4.0 / pixel
+    ix, iy = np.floor(sel.x / cell).astype(np.int64), np.floor(sel.y / cell).astype(np.int64)
+    keys, counts = np.unique(ix * 1_000_003 + iy, return_counts=True)
+    best = keys[np.argmax(counts)]
+    cx, cy = (best // 1_000_003 + 0.5) * cell, (best % 1_000_003 + 0.5) * cell
+    r = PILEUP_RADIUS_ARCSEC / pixel
+    n = np.count_nonzero((sel.x - cx) ** 2 + (sel.y - cy) ** 2 <= r * r)
+    return n / PILEUP_ENCIRCLED / exposure * obs.events.frame_time
+
+
+def pileup_cards(obs: Observation) -> list[tuple]:
+    cards = [
+        ("FRMTIME", obs.events.frame_time * 1000.0, "[ms] frame integration time"),
+        (
+            "CTSFRAME",
+            round(float(obs.meta.get("_counts_per_frame", 0.0)), 6),
+            "source counts per frame",
+        ),
+        (
+            "PILEUP",
+            bool(obs.meta.get("_pileup", False)),
+            "pile-up risk (rate per frame above UHB limit)",
+        ),
+    ]
+    if obs.meta.get("_pileup"):
+        cards.append(("COMMENT", "WARNING: pile-up risk in the source region (see CTSFRAME)"))
+    return cards
+
+
+def product_extra(obs: Observation, preview: str | None) -> dict[str, Any]:
+    """The extra keys of a product entry (date, exposure, preview file)."""
+    return {
+        "date_obs": obs.events.keyword("DATE-OBS"),
+        "exposure": round(obs.exposure("source"), 3),
+        "preview": preview,
+    }

@@ -1,0 +1,411 @@
+"""OGIP PHA spectra (OGIP/92-007) as SAS ``evselect`` + ``backscale`` (+ ``grppha``) write them.
+
+Channel grids (SAS ``specchannelmin=0``, ``spectralbinsize``): channel ``k`` holds PI (eV)
+``k*d .. k*d + d - 1``; pn ``d = 5``, 4096 channels (PI 0-20479, the canned pn responses); MOS
+``d = 5``, 2400 channels (PI 0-11999) or ``d = 15``, 800 channels. Events with PI outside the
+grid are not counted. ``SPECDELT = d``, ``SPECPIX = 0``, ``SPECVAL = (d - 1) / 2``.
+
+The selection is written back as a SAS data subspace, one block per live CCD (block ``k > 1``
+keywords prefixed with ``k``): ``CCDNR`` = the CCD; ``FLAG`` (MOS: the ``#XMMEA_EM`` bit string,
+``DSFORM = 'X'``; pn ``0``); ``PI`` = the grid's range; ``PATTERN`` ``:12`` / ``:4``; ``TIME`` ->
+``TABLE`` with ``DSREF = :GTI{k-1:03d}05`` (that CCD's good time); ``POS(X,Y)`` -> ``TABLE`` with
+``DSREF = :REG00106``, a CXC/SAS region table (SHAPE, X, Y, R, ROTANG, COMPONENT; each included
+shape is a component, exclusions ``!SHAPE`` are repeated in every component). The ``REFX*/REFY*``
+sky WCS keywords of the event list are copied, so SAS ``backscale``/``arfgen``/``rmfgen`` can run
+on these files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from numpy.typing import NDArray
+
+from xmm import gti as gtimod
+from xmm.events import XMMEA_EM, EventList
+from xmm.selection import Region
+
+#: Event-list keywords copied into spectra (primary and SPECTRUM headers), when present.
+COPIED_KEYWORDS = (
+    "TELESCOP", "INSTRUME", "OBS_ID", "EXP_ID", "EXPIDSTR", "OBJECT", "OBSERVER", "DATE-OBS",
+    "DATE-END", "FILTER", "SUBMODE", "DATAMODE", "REVOLUT", "RA_OBJ", "DEC_OBJ", "RA_PNT",
+    "DEC_PNT", "PA_PNT", "EQUINOX", "RADECSYS", "TIMESYS", "MJDREF", "TIMEREF", "TIMEUNIT",
+)  # fmt: skip
+TIME_DSS, REGION_DSS = 5, 6
+REGION_EXTNAME = "REG00106"
+
+
+@dataclass(frozen=True)
+class ChannelGrid:
+    """A SAS spectral channel grid: ``n`` channels of ``width`` PI units (eV) from PI 0."""
+
+    width: int
+    n: int
+
+    @property
+    def pi_max(self) -> int:
+        return self.width * self.n - 1
+
+    def histogram(self, pi: NDArray) -> NDArray[np.int64]:
+        """Counts per channel of events with PI values ``pi`` [eV]."""
+        pi = np.asarray(pi)
+        on = (pi >= 0) & (pi <= self.pi_max)
+        return np.bincount(pi[on].astype(np.int64) // self.width, minlength=self.n)
+
+    def energy_kev(self) -> tuple[NDArray, NDArray]:
+        """Low and high energy edges [keV] of each channel (PI in eV)."""
+        lo = np.arange(self.n) * self.width / 1000.0
+        return lo, lo + self.width / 1000.0
+
+
+def channel_grid(camera: str, mos_bin: int = 5) -> ChannelGrid:
+    """pn: 4096 x 5 eV; MOS: 2400 x 5 eV or 800 x 15 eV."""
+    if camera == "EPN":
+        return ChannelGrid(5, 4096)
+    if mos_bin == 15:
+        return ChannelGrid(15, 800)
+    return ChannelGrid(5, 2400)
+
+
+def flag_bit_string(mask: int) -> str:
+    """SAS DSS bit string of ``(FLAG & mask) == 0``: ``b`` + bits 30..0, '0' required, 'x' free."""
+    return "b" + "".join("0" if mask >> bit & 1 else "x" for bit in range(30, -1, -1))
+
+
+@dataclass
+class Spectrum:
+    """One PHA spectrum and everything its header needs."""
+
+    counts: NDArray[np.int64]
+    grid: ChannelGrid
+    exposure: float  # s
+    backscal: float  # sky pixels^2
+    kind: str  # 'TOTAL' (source) or 'BKG'
+    keywords: dict[str, Any] = field(default_factory=dict)
+    region: Region | None = None
+    ccd_gtis: dict[int, NDArray] = field(default_factory=dict)
+    backfile: str = "NONE"
+    respfile: str = "NONE"
+    ancrfile: str = "NONE"
+    grouping: NDArray | None = None
+    quality: NDArray | None = None
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def total_counts(self) -> int:
+        return int(self.counts.sum())
+
+
+def group_min_counts(counts: NDArray, min_counts: int) -> tuple[NDArray, NDArray]:
+    """grppha ``group min N``: GROUPING (1 starts a group, -1 continues) and QUALITY.
+
+    Channels are grouped from the lowest until each group has ``min_counts``; a last group
+    that does not reach it gets QUALITY 2 (bad, as grppha sets it).
+    """
+    grouping = np.full(len(counts), -1, dtype=np.int16)
+    quality = np.zeros(len(counts), dtype=np.int16)
+    running, start = 0, 0
+    for k, c in enumerate(counts):
+        if k == start:
+            grouping[k] = 1
+        running += int(c)
+        if running >= min_counts:
+            running = 0
+            start = k + 1
+    quality[start:] = 2  # the last group, if it did not reach min_counts
+    return grouping, quality
+
+
+def data_subspace(
+    header: fits.Header, camera: str, grid: ChannelGrid, ccds: list[int], with_region: bool
+) -> None:
+    """Write the SAS DSS keywords (one block per CCD) into ``header``."""
+    header["DSTYP1"] = ("CCDNR", "data subspace descriptor: name")
+    header["DSTYP2"] = ("FLAG", "data subspace descriptor: name")
+    header["DSTYP3"] = ("PI", "data subspace descriptor: name")
+    header["DSUNI3"] = ("CHAN", "data subspace descriptor: units")
+    header["DSTYP4"] = ("PATTERN", "data subspace descriptor: name")
+    header["DSTYP5"] = ("TIME", "data subspace descriptor: name")
+    header["DSUNI5"] = ("s", "data subspace descriptor: units")
+    if with_region:
+        header["DSTYP6"] = ("POS(X,Y)", "data subspace descriptor: name")
+    header["DSVAL1"] = (str(ccds[0]), "data subspace descriptor: value")
+    if camera == "EPN":
+        header["DSVAL2"] = ("0", "data subspace descriptor: value")
+    else:
+        header["DSFORM2"] = ("X", "data subspace descriptor: data type")
+        header["DSVAL2"] = (flag_bit_string(XMMEA_EM), "data subspace descriptor: value")
+    header["DSVAL3"] = (f"0:{grid.pi_max}", "data subspace descriptor: value")
+    header["DSVAL4"] = (":12" if camera != "EPN" else ":4", "data subspace descriptor: value")
+    header["DSVAL5"] = ("TABLE", "data subspace descriptor: value")
+    header["DSREF5"] = (f":{gti_extname(1)}", "data subspace descriptor: reference")
+    if with_region:
+        header["DSVAL6"] = ("TABLE", "data subspace descriptor: value")
+        header["DSREF6"] = (f":{REGION_EXTNAME}", "data subspace descriptor: reference")
+    for block, ccd in enumerate(ccds[1:], start=2):
+        header[f"{block}DSVAL1"] = (str(ccd), "data subspace descriptor: value")
+        header[f"{block}DSREF5"] = (f":{gti_extname(block)}", "data subspace descriptor: reference")
+    if with_region:
+        header["MTYPE1"] = ("POS", "DM Keyword: Descriptor name")
+        header["MFORM1"] = ("X,Y", "DM Keyword: Descriptor value")
+
+
+def gti_extname(block: int) -> str:
+    return f"GTI{block - 1:03d}{TIME_DSS:02d}"
+
+
+def gti_hdu(
+    gti: NDArray, extname: str, ccd: int | None, keywords: dict[str, Any]
+) -> fits.BinTableHDU:
+    """An OGIP GTI table (START, STOP [s])."""
+    hdu = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="START", format="D", unit="s", array=gti[:, 0]),
+            fits.Column(name="STOP", format="D", unit="s", array=gti[:, 1]),
+        ],
+        name=extname,
+    )
+    h = hdu.header
+    if ccd is not None:
+        h["CCDID"] = (ccd, "CCD ID")
+    h["HDUCLASS"] = ("OGIP", "format conforms to OGIP standard")
+    h["HDUCLAS1"] = ("GTI", "table contains Good Time Intervals")
+    h["HDUCLAS2"] = ("STANDARD", "standard Good Time Interval table")
+    h["ONTIME"] = (gtimod.total(gti), "[s] sum of all Good Time Intervals")
+    h["TSTART"] = (float(gti[0, 0]) if len(gti) else 0.0, "[s] Lower bound of first GTI")
+    h["TSTOP"] = (float(gti[-1, 1]) if len(gti) else 0.0, "[s] Upper bound of last GTI")
+    for key in ("TIMEUNIT", "TIMESYS", "MJDREF", "TIMEREF"):
+        if key in keywords:
+            h[key] = keywords[key]
+    return hdu
+
+
+def region_hdu(region: Region) -> fits.BinTableHDU:
+    """CXC/SAS region table: one component per included shape, exclusions in every component."""
+    rows = []
+    for comp, inc in enumerate(region.includes, start=1):
+        rows.append((inc.fits_row(), comp))
+        rows.extend((exc.fits_row(), comp) for exc in region.excludes)
+    nxy = max(len(r[0][1]) for r in rows)
+    shape = []
+    xs = np.zeros((len(rows), nxy), np.float32)
+    ys = np.zeros((len(rows), nxy), np.float32)
+    rs = np.zeros((len(rows), 2), np.float32)
+    rot = np.zeros(len(rows), np.float32)
+    comps = np.zeros(len(rows), np.int16)
+    n_inc = len(region.includes)
+    per_comp = 1 + len(region.excludes)
+    for i, ((name, x, y, r, angle), comp) in enumerate(rows):
+        is_exclusion = i % per_comp != 0
+        shape.append(("!" if is_exclusion else "") + name)
+        xs[i, : len(x)], ys[i, : len(y)] = x, y
+        xs[i, len(x) :], ys[i, len(y) :] = x[0], y[0]  # pad polygons by closing them
+        rs[i, : len(r)] = r
+        rot[i] = angle
+        comps[i] = comp
+    assert len(rows) == n_inc * per_comp
+    hdu = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="SHAPE", format="16A", array=np.array(shape)),
+            fits.Column(name="X", format=f"{nxy}E", unit="pixel", array=xs),
+            fits.Column(name="Y", format=f"{nxy}E", unit="pixel", array=ys),
+            fits.Column(name="R", format="2E", unit="pixel", array=rs),
+            fits.Column(name="ROTANG", format="E", unit="deg", array=rot),
+            fits.Column(name="COMPONENT", format="I", array=comps),
+        ],
+        name=REGION_EXTNAME,
+    )
+    h = hdu.header
+    h["HDUCLASS"] = "ASC"
+    h["HDUCLAS1"] = "REGION"
+    h["HDUCLAS2"] = "STANDARD"
+    h["MTYPE1"] = "pos"
+    h["MFORM1"] = "X,Y"
+    return hdu
+
+
+def event_keywords(events: EventList) -> dict[str, Any]:
+    """Keywords copied from an event list, plus its sky WCS as SAS ``REFX*``/``REFY*``."""
+    out = {k: events.keyword(k) for k in COPIED_KEYWORDS if events.keyword(k) is not None}
+    wcs = events.wcs.wcs
+    for axis, name in ((0, "REFX"), (1, "REFY")):
+        out[f"{name}CTYP"] = events.keyword(f"{name}CTYP", wcs.ctype[axis])
+        out[f"{name}CRPX"] = events.keyword(f"{name}CRPX", float(wcs.crpix[axis]))
+        out[f"{name}CRVL"] = events.keyword(f"{name}CRVL", float(wcs.crval[axis]))
+        out[f"{name}CDLT"] = events.keyword(f"{name}CDLT", float(wcs.cdelt[axis]))
+        out[f"{name}CUNI"] = "deg"
+    return out
+
+
+def write_pha(
+    path: Path, spec: Spectrum, camera: str, extra_cards: list[tuple] | None = None
+) -> None:
+    """Write ``spec`` as an OGIP PHA file (primary + SPECTRUM + GTIs + REGION)."""
+    n = spec.grid.n
+    cols = [
+        fits.Column(name="CHANNEL", format="I", array=np.arange(n, dtype=np.int16)),
+        fits.Column(name="COUNTS", format="J", unit="count", array=spec.counts.astype(np.int32)),
+    ]
+    if spec.grouping is not None and spec.quality is not None:
+        cols.append(fits.Column(name="QUALITY", format="I", array=spec.quality))
+        cols.append(fits.Column(name="GROUPING", format="I", array=spec.grouping))
+    hdu = fits.BinTableHDU.from_columns(cols, name="SPECTRUM")
+    h = hdu.header
+    h["TLMIN1"] = (0, "Lowest legal channel number")
+    h["TLMAX1"] = (n - 1, "Highest legal channel number")
+    h["HDUCLASS"] = ("OGIP", "format conforms to OGIP standard")
+    h["HDUCLAS1"] = ("SPECTRUM", "PHA dataset (OGIP memo OGIP-92-007)")
+    h["HDUVERS"] = ("1.2.1", "Version of format (OGIP memo OGIP-92-007)")
+    h["HDUVERS1"] = ("1.2.1", "Obsolete - included for backwards compatibility")
+    h["LONGSTRN"] = ("OGIP 1.0", "The HEASARC long string convention may be used")
+    h["HDUCLAS2"] = (spec.kind, "TOTAL: gross source spectrum; BKG: background")
+    h["HDUCLAS3"] = ("COUNT", "PHA data stored as counts (not count/s)")
+    keywords = {**spec.keywords}
+    for key, value in keywords.items():
+        if key.startswith("REF"):
+            continue
+        h[key] = value
+    h["EXPOSURE"] = (spec.exposure, "[s] Weighted live time of CCDs in the extraction region")
+    h["AREASCAL"] = (1.0, "Area scaling factor")
+    h["BACKFILE"] = (spec.backfile, "Background FITS file")
+    h["BACKSCAL"] = (spec.backscal, "[sky pixel^2] live area of the extraction region")
+    h["CORRFILE"] = ("NONE", "Correlation FITS file")
+    h["CORRSCAL"] = (1.0, "Correlation scale factor")
+    h["RESPFILE"] = (spec.respfile, "Redistribution matrix")
+    h["ANCRFILE"] = (spec.ancrfile, "Ancillary response")
+    h["PHAVERSN"] = ("1992a", "obsolete")
+    h["DETCHANS"] = (n, "Total number of possible channels")
+    h["CHANTYPE"] = ("PI", "Channel type (PHA, PI etc)")
+    h["POISSERR"] = (True, "Poissonian errors to be assumed")
+    h["STAT_ERR"] = (0, "no statistical error specified")
+    h["SYS_ERR"] = (0, "no systematic error specified")
+    if spec.grouping is None:
+        h["QUALITY"] = (0, "All channels have good quality")
+        h["GROUPING"] = (0, "No data grouping done")
+    h["SPECDELT"] = (spec.grid.width, "Spectral channel size, ie the binning factor")
+    h["SPECPIX"] = (0, "The rebinned channel corresponding to SPECVAL")
+    h["SPECVAL"] = ((spec.grid.width - 1) / 2.0, "Original chan value at center of rebinned chan")
+    hdus: list[fits.hdu.base.ExtensionHDU] = [hdu]
+    ccds = sorted(spec.ccd_gtis)
+    if ccds:
+        data_subspace(h, camera, spec.grid, ccds, with_region=spec.region is not None)
+        if spec.region is not None:
+            h["SLCTEXPR"] = (_selection_expression(spec.region, camera), "Selection expression")
+        for block, ccd in enumerate(ccds, start=1):
+            hdus.append(gti_hdu(spec.ccd_gtis[ccd], gti_extname(block), ccd, keywords))
+        if spec.region is not None:
+            hdus.insert(2, region_hdu(spec.region))
+    primary = fits.PrimaryHDU()
+    for key, value in keywords.items():
+        primary.header[key] = value
+    for card in extra_cards or []:
+        for header in (primary.header, h):
+            _add_card(header, card)
+    for line in spec.history:
+        h.add_history(line)
+    for hdu_ in (primary, *hdus):
+        fit_comments(hdu_.header)
+    fits.HDUList([primary, *hdus]).writeto(path, overwrite=True, checksum=True)
+
+
+def fit_comments(header: fits.Header) -> fits.Header:
+    """Shorten comments that would not fit on their 80-character card (as SAS does)."""
+    for card in header.cards:
+        if not card.comment or card.keyword in ("COMMENT", "HISTORY", ""):
+            continue
+        room = 80 - len(fits.Card(card.keyword, card.value).image.rstrip()) - 3
+        if len(card.comment) > room:
+            header.comments[card.keyword] = card.comment[: max(room, 0)]
+    return header
+
+
+def _add_card(header: fits.Header, card: tuple) -> None:
+    key = card[0]
+    if key in ("HISTORY", "COMMENT"):
+        header.add_history(card[1]) if key == "HISTORY" else header.add_comment(card[1])
+    else:
+        header[key] = card[1:] if len(card) > 2 else card[1]
+
+
+def _selection_expression(region: Region, camera: str) -> str:
+    inc = "||".join(f"((X,Y) IN {s.ds9()})" for s in region.includes)
+    exc = "".join(f"&&!((X,Y) IN {s.ds9().lstrip('-')})" for s in region.excludes)
+    flags = "(FLAG==0)&&(PATTERN<=4)" if camera == "EPN" else "#XMMEA_EM&&(PATTERN<=12)"
+    return f"({inc}){exc}&&{flags}"
+
+
+def combine(spectra: list[Spectrum], kind: str) -> Spectrum:
+    """Sum spectra of one camera: counts and exposure summed, BACKSCAL exposure-weighted."""
+    exposure = sum(s.exposure for s in spectra)
+    backscal = sum(s.backscal * s.exposure for s in spectra) / exposure if exposure > 0 else 0.0
+    first = spectra[0]
+    keywords = {
+        k: v for k, v in first.keywords.items() if k not in ("OBS_ID", "EXP_ID", "DATE-END")
+    }
+    keywords["OBS_ID"] = "COMBINED"
+    keywords["NOBSCOMB"] = len(spectra)
+    keywords["DATE-END"] = spectra[-1].keywords.get("DATE-END", "")
+    return Spectrum(
+        counts=np.sum([s.counts for s in spectra], axis=0),
+        grid=first.grid,
+        exposure=exposure,
+        backscal=backscal,
+        kind=kind,
+        keywords=keywords,
+        respfile=first.respfile,
+        history=[
+            f"sum of {len(spectra)} spectra: "
+            + ", ".join(f"{s.keywords.get('OBS_ID')} ({s.exposure:.0f} s)" for s in spectra)
+        ],
+    )
+
+
+# --- responses --------------------------------------------------------------------------------
+
+_SUBMODE_TAG = {
+    "PrimeFullWindow": "ff",
+    "PrimeFullWindowExtended": "ef",
+    "PrimeLargeWindow": "lw",
+    "PrimeSmallWindow": "sw",
+}
+
+
+def find_response(folder: Path, camera: str, submode: str, n_channels: int) -> Path | None:
+    """The canned RMF of ``folder`` matching the camera and channel count (None if none).
+
+    pn: ``epn_<mode>...`` files (mode from SUBMODE: ff, ef, lw, sw), preferring singles+doubles
+    (``sd``, PATTERN<=4) and the most recent version; MOS: ``m1_``/``m2_`` files. The RMF's
+    ``DETCHANS`` must equal the spectrum's channel count.
+    """
+    if not folder.is_dir():
+        return None
+    prefix = {"EPN": "epn_", "EMOS1": "m1_", "EMOS2": "m2_"}[camera]
+    candidates = []
+    for path in sorted(folder.glob("*.rmf")):
+        name = path.name.lower()
+        if not name.startswith(prefix):
+            continue
+        try:
+            with fits.open(path) as hdul:
+                detchans = next(
+                    (int(h.header["DETCHANS"]) for h in hdul[1:] if "DETCHANS" in h.header), None
+                )
+        except (OSError, ValueError):
+            continue
+        if detchans != n_channels:
+            continue
+        score = 0
+        tag = _SUBMODE_TAG.get(submode)
+        if camera == "EPN" and tag and name.startswith(f"epn_{tag}"):
+            score += 2
+        if camera == "EPN" and re.search(r"_sd", name):
+            score += 1
+        candidates.append((score, name, path))
+    if not candidates:
+        return None
+    return max(candidates)[2]
