@@ -77,7 +77,7 @@ from rq import Worker as _RqWorker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from app import catalog, runs
+from app import catalog, notify, runs
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
 
 log = logging.getLogger("regio.jobs")
@@ -101,6 +101,8 @@ WORKER_TTL = 30  # rq worker registration TTL when idle (rq's default: 420 s)
 JOB_MONITORING_INTERVAL = 5  # rq worker heartbeat while a job runs (rq's default: 30 s)
 MAX_LINE = 64 * 1024  # a longer line without a newline is logged in pieces
 MAX_STAGES = 500
+#: Settings a script may read from its environment (nothing secret).
+SCRIPT_SETTINGS = ("REGIO_RESPONSES",)
 
 _MARKER = re.compile(r"^\[(STAGE|PROGRESS|ERROR)\]\s*(.*?)\s*$")
 _PROGRESS = re.compile(r"^(\d+)\s*/\s*(\d+)$")
@@ -253,6 +255,7 @@ class _Runner:
         self.kill_at = float("inf")
         self.redis_trouble = False
         self.time_limit = 0
+        self.notifier = notify.RunNotifier(db_path)
 
     # -- phases
 
@@ -288,6 +291,7 @@ class _Runner:
             raise
         finally:
             self.logfile = None
+            self.notifier.ended(self.run_id)  # never raises; waits <= notify.END_WAIT s
 
     def _supervise(self, run: Run, script: catalog.Script) -> str:
         command = [*script.command(), str(run.path / runs.INPUT)]
@@ -312,6 +316,8 @@ class _Runner:
         except OSError as exc:  # not executable, no such interpreter, a script without #!
             self._say(f"ERROR: the script cannot start: {exc}")
             return self._close(ERROR, f"the script cannot start: {exc}")
+        # after the fork: no notification thread may exist while preexec_fn runs in the child
+        self.notifier.started(run)  # never raises; sends from a background thread
         try:
             self._update(pid=proc.pid)
             self._watch(proc, started + self.time_limit)
@@ -533,8 +539,10 @@ class _Runner:
         self.logfile.write(f"[regio] {message}\n".encode())
 
     def _script_env(self) -> dict[str, str]:
-        """The worker's environment without Regio's and rq's settings (secrets stay out)."""
+        """The worker's environment without Regio's and rq's settings (secrets stay out), but
+        with the settings meant for scripts (``SCRIPT_SETTINGS``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REGIO_", "RQ_"))}
+        env.update({k: os.environ[k] for k in SCRIPT_SETTINGS if os.environ.get(k)})
         env.update(PYTHONUNBUFFERED="1", REGIO_RUN_ID=self.run_id)
         return env
 

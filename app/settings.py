@@ -27,6 +27,7 @@ class Setting:
     default: Any
     help: str
     type: str = "str"  # str | int | path | paths | bool
+    secret: bool = False  # never printed by `python -m app settings`
 
     @property
     def env(self) -> str:
@@ -101,6 +102,13 @@ SETTINGS: tuple[Setting, ...] = (
         "path",
     ),
     Setting(
+        "RESPONSES",
+        "",
+        "Folder of canned EPIC response matrices (RMFs); spectra name the matching one in "
+        "RESPFILE. Empty: RESPFILE 'NONE'. Passed to the scripts as REGIO_RESPONSES.",
+        "path",
+    ),
+    Setting(
         "REDIS_URL",
         "",
         "URL of a Redis server shared by the web app and the workers (redis://host:port/db). "
@@ -126,10 +134,45 @@ SETTINGS: tuple[Setting, ...] = (
         "SECRET_KEY",
         "",
         "Key signing browser cookies. Empty: a random key kept in REGIO_INSTANCE/secret_key.",
+        secret=True,
+    ),
+    Setting(
+        "AUTH",
+        "none",
+        "Who may use the service: `none` (single-user mode: no sign-in, e.g. on a laptop) or "
+        "`accounts` (every page and API call needs a signed-in user or an API token).",
+    ),
+    Setting(
+        "BASE_URL",
+        "http://127.0.0.1:5000",
+        "Public URL of the service, used in the links of e-mails and webhooks.",
+    ),
+    Setting(
+        "SMTP_HOST",
+        "",
+        "Mail server for run notifications and password resets. Empty: no e-mail is sent.",
+    ),
+    Setting("SMTP_PORT", 25, "Port of the mail server (465: TLS from the start).", "int"),
+    Setting("SMTP_USER", "", "User name for the mail server. Empty: no login."),
+    Setting("SMTP_PASSWORD", "", "Password for the mail server (never printed).", secret=True),
+    Setting(
+        "SMTP_STARTTLS",
+        False,
+        "Upgrade the mail server connection with STARTTLS (certificate checked) before logging in.",
+        "bool",
+    ),
+    Setting("MAIL_FROM", "regio@localhost", "Sender address of the e-mails Regio sends."),
+    Setting(
+        "WEBHOOK_ALLOW_PRIVATE",
+        False,
+        "Let webhooks reach loopback, private and link-local addresses (off: users cannot make "
+        "the workers call services inside the network).",
+        "bool",
     ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+AUTH_MODES = ("none", "accounts")
 
 
 def load(
@@ -166,6 +209,22 @@ def _check(values: Mapping[str, Any]) -> None:
     for name in ("WORKERS", "WEB_THREADS", "DEMO_OBSERVATIONS"):
         if values[name] < (0 if name == "WORKERS" else 1):
             raise SettingError(f"REGIO_{name} is out of range: {values[name]}")
+    if values["AUTH"] not in AUTH_MODES:
+        raise SettingError(
+            f"REGIO_AUTH must be one of {', '.join(AUTH_MODES)}, not {values['AUTH']!r}"
+        )
+    if not 0 < values["SMTP_PORT"] < 65536:
+        raise SettingError(
+            f"REGIO_SMTP_PORT must be between 1 and 65535, not {values['SMTP_PORT']}"
+        )
+    if not str(values["BASE_URL"]).startswith(("http://", "https://")):
+        raise SettingError(
+            f"REGIO_BASE_URL must start with http:// or https://, not {values['BASE_URL']!r}"
+        )
+    if any(c in str(values["MAIL_FROM"]) for c in "\r\n") or "@" not in str(values["MAIL_FROM"]):
+        raise SettingError(
+            f"REGIO_MAIL_FROM must be one e-mail address, not {values['MAIL_FROM']!r}"
+        )
 
 
 def archive_dirs(values: Mapping[str, Any]) -> list[Path]:

@@ -1,0 +1,98 @@
+"""The science scripts through the whole service path: API -> input file with pixel regions ->
+real rq worker -> script -> products, on the real XMM data set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+from astropy.io import fits
+
+from app import create_app, jobs
+from tests.conftest import ROOT
+
+SOURCE = 'icrs;circle(149.59,-11.06,60")'
+BACKGROUND = 'icrs;annulus(149.59,-11.06,180",300")'
+
+
+@pytest.fixture(scope="module")
+def real_index(real_data, tmp_path_factory):
+    from indexer.build import build_index
+
+    index = tmp_path_factory.mktemp("real-index")
+    build_index([real_data], index)
+    return index
+
+
+@pytest.fixture
+def env(tmp_path, real_index, redis_url):
+    return {
+        "INDEX": real_index,
+        "REDIS_URL": redis_url,
+        "INSTANCE": tmp_path / "instance",
+        "SESSIONS": tmp_path / "sessions",
+        "SCRIPTS": ROOT / "scripts",
+    }
+
+
+@pytest.fixture
+def worker(env, tmp_path):
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
+    child_env.update({f"REGIO_{k}": str(v) for k, v in env.items()})
+    with open(tmp_path / "worker.log", "wb") as log:
+        proc = subprocess.Popen(
+            jobs.worker_command(env["REDIS_URL"], name=f"sci-{tmp_path.name}"),
+            cwd=ROOT,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    yield proc
+    proc.terminate()
+    proc.wait(30)
+
+
+def wait_run(client, run_id, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/runs/{run_id}").get_json()
+        if run["phase"] in ("COMPLETED", "ERROR", "ABORTED"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run still {run['phase']}")
+
+
+def test_spectra_of_the_cluster_through_the_service(env, worker):
+    client = create_app(env).test_client()
+    session = client.post("/api/sessions", json={"source": SOURCE, "background": BACKGROUND})
+    assert session.status_code == 201
+    session = session.get_json()
+    cameras = {(r["obsid"], r["camera"]) for r in session["coverage"]}
+    assert len(cameras) == 9  # 3 epochs x MOS1, MOS2, pn (pn from its exposure map)
+    response = client.post(
+        f"{session['url']}/runs", json={"script": "generate_spectra", "params": {}}
+    )
+    assert response.status_code == 202, response.get_json()
+    run = wait_run(client, response.get_json()["id"])
+    log = client.get(f"/api/runs/{run['id']}/log").get_data(as_text=True)
+    assert run["phase"] == "COMPLETED", log[-3000:]
+    assert "[STAGE]" in log
+    assert "exposure map" in log.lower(), "the pn rows (exposure maps only) are reported skipped"
+
+    products = client.get(f"/api/runs/{run['id']}/products").get_json()
+    spectra = [p for p in products if p["kind"] == "spectrum"]
+    observed = {(p["obsid"], p["camera"]) for p in spectra if p.get("obsid")}
+    mos = {(o, c) for o, c in cameras if c != "EPN"}
+    assert mos <= observed, "a spectrum for every selected MOS event list"
+    first = next(p for p in spectra if p.get("obsid"))
+    with client.get(first["url"]) as download:
+        assert download.status_code == 200
+        path = env["SESSIONS"] / "download.pha"
+        path.write_bytes(download.data)
+    with fits.open(path) as hdul:
+        header = hdul["SPECTRUM"].header
+        assert header["HDUCLASS"] == "OGIP" and header["EXPOSURE"] > 0
+        assert header["BACKSCAL"] > 0
+        assert int(hdul["SPECTRUM"].data["COUNTS"].sum()) > 0
