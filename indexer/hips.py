@@ -3,7 +3,7 @@
 Aladin Lite must work offline, so its background is a small IVOA HiPS 1.0 made from the indexed
 event lists themselves and served by the app (``app.views.hips``). :func:`build_hips` writes::
 
-    <index_dir>/hips -> .hips-<token>/   a symbolic link, switched atomically after each build
+    <index_dir>/hips -> .hips.build-<t>/ a symbolic link, switched atomically after each build
         properties                       HiPS metadata (hips_order, hips_tile_format png, ...)
         Moc.fits                         MOC 2.0 of the tiles at ``hips_order`` (the viewer asks
                                          for no tile outside it)
@@ -135,84 +135,109 @@ def tile_path(folder: Path, order: int, npix: int, ext: str = "png") -> Path:
 # --- reading event lists ----------------------------------------------------------------------
 
 
-@dataclass
-class EventTable:
-    """Where the EVENTS rows of a file are, and how to decode the columns we use."""
-
-    header: fits.Header
-    data_offset: int  # [bytes] from the start of the uncompressed file
-    row_bytes: int
-    rows: int
-    dtype: np.dtype  # big-endian fields of ``COLUMNS`` present in the table
-    compressed: bool
-
-
 COLUMNS: tuple[str, ...] = ("X", "Y", "PI", "FLAG", "PATTERN")
+_BLOCK = 2880
 
 
-def open_events(path: Path) -> EventTable:
-    """Locate the ``EVENTS`` table of an event list (headers only; the rows stay on disk).
+class EventReader:
+    """The ``EVENTS`` rows of an event list (plain or gzip FITS), read in chunks of rows.
 
-    Raises ``ValueError`` when the file has no usable EVENTS table.
+    The file is read as one forward stream (gzip ``.FTZ`` files are decompressed on the fly):
+    the headers up to ``EVENTS``, then ``chunk_rows`` rows at a time, so memory stays bounded
+    whatever the file size. Use as a context manager; ``header`` is the EVENTS header.
+    Raises ``ValueError`` when the file has no usable EVENTS table (``X``, ``Y``, ``PI`` and a
+    sky WCS on X/Y).
     """
-    with open(path, "rb") as stream:
-        compressed = stream.read(2) == b"\x1f\x8b"
-    with fits.open(path, lazy_load_hdus=True, memmap=False) as hdul:
-        for number, hdu in enumerate(hdul):
-            if number == 0 or hdu.name != "EVENTS" or not isinstance(hdu, fits.BinTableHDU):
-                continue
-            header = hdu.header.copy()
-            offset = int(hdul.fileinfo(number)["datLoc"])
-            native = hdu.columns.dtype
-            break
-        else:
-            raise ValueError("no EVENTS table")
-    row_bytes, rows = int(header["NAXIS1"]), int(header["NAXIS2"])
-    by_upper = {name.upper(): name for name in native.names}
-    missing = [name for name in ("X", "Y", "PI") if name not in by_upper]
-    if missing or _column_wcs(header) is None:
-        raise ValueError(f"EVENTS table without {', '.join(missing) or 'a sky WCS on X/Y'}")
-    if native.itemsize != row_bytes:
-        raise ValueError(f"unexpected row layout ({native.itemsize} != NAXIS1 {row_bytes})")
-    fields = [by_upper[name] for name in COLUMNS if name in by_upper]
-    dtype = np.dtype(
-        {
-            "names": [name.upper() for name in fields],
-            "formats": [native.fields[name][0].newbyteorder(">") for name in fields],
-            "offsets": [native.fields[name][1] for name in fields],
-            "itemsize": row_bytes,
-        }
-    )
-    return EventTable(header, offset, row_bytes, rows, dtype, compressed)
 
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"
+        self._stream = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
+        try:
+            self.header = self._find_events()
+            self._layout()
+        except BaseException:
+            self._stream.close()
+            raise
 
-def iter_events(
-    path: Path, table: EventTable, chunk_rows: int = CHUNK_ROWS
-) -> Iterator[dict[str, np.ndarray]]:
-    """The columns ``COLUMNS`` (those present) of the EVENTS rows, ``chunk_rows`` at a time.
+    def __enter__(self) -> EventReader:
+        return self
 
-    Values are scaled by ``TSCALn``/``TZEROn``; ``X``/``Y`` equal to ``TNULLn`` become NaN.
-    Raises ``ValueError`` when the file ends early.
-    """
-    numbers = {
-        str(table.header.get(f"TTYPE{i}", "")).strip().upper(): i
-        for i in range(1, int(table.header.get("TFIELDS", 0)) + 1)
-    }
-    opener = gzip.open if table.compressed else open
-    with opener(path, "rb") as stream:
-        stream.seek(table.data_offset)
-        left = table.rows
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+
+    def _find_events(self) -> fits.Header:
+        """Walk the HDU headers; leave the stream at the start of the EVENTS rows."""
+        for number in range(1000):
+            cards = []
+            while True:
+                block = self._stream.read(_BLOCK)
+                if len(block) < _BLOCK:
+                    raise ValueError("no EVENTS table")
+                cards.append(block)
+                text = block.decode("ascii", "replace")
+                if any(text[i : i + 8] == "END     " for i in range(0, _BLOCK, 80)):
+                    break
+            header = fits.Header.fromstring(b"".join(cards).decode("ascii", "replace"))
+            if number > 0 and str(header.get("EXTNAME", "")).strip() == "EVENTS":
+                return header
+            naxis = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header["NAXIS"]) + 1)]
+            size = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1))
+            size *= int(header.get("PCOUNT", 0)) + (math.prod(naxis) if naxis else 0)
+            skip = -(-size // _BLOCK) * _BLOCK
+            while skip > 0:  # gzip streams seek forward by reading; keep buffers small
+                step = self._stream.read(min(skip, 1 << 20))
+                if not step:
+                    raise ValueError("no EVENTS table")
+                skip -= len(step)
+        raise ValueError("no EVENTS table")
+
+    def _layout(self) -> None:
+        header = self.header
+        if header.get("XTENSION", "").strip() != "BINTABLE":
+            raise ValueError("EVENTS is not a binary table")
+        count = int(header.get("TFIELDS", 0))
+        columns = [
+            fits.Column(name=str(header[f"TTYPE{i}"]).strip(), format=header[f"TFORM{i}"])
+            for i in range(1, count + 1)
+        ]
+        self.row_bytes, self.rows = int(header["NAXIS1"]), int(header["NAXIS2"])
+        native = fits.ColDefs(columns).dtype
+        self._numbers = {name.upper(): i for i, name in enumerate(native.names, start=1)}
+        by_upper = {name.upper(): name for name in native.names}
+        missing = [name for name in ("X", "Y", "PI") if name not in by_upper]
+        if missing or _column_wcs(header) is None:
+            raise ValueError(f"EVENTS table without {', '.join(missing) or 'a sky WCS on X/Y'}")
+        if native.itemsize != self.row_bytes:
+            raise ValueError(f"unexpected row layout ({native.itemsize} != {self.row_bytes})")
+        fields = [by_upper[name] for name in COLUMNS if name in by_upper]
+        self.dtype = np.dtype(
+            {
+                "names": [name.upper() for name in fields],
+                "formats": [native.fields[name][0].newbyteorder(">") for name in fields],
+                "offsets": [native.fields[name][1] for name in fields],
+                "itemsize": self.row_bytes,
+            }
+        )
+
+    def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
+        """The columns ``COLUMNS`` (those present) of the rows, ``chunk_rows`` rows at a time.
+
+        Values are scaled by ``TSCALn``/``TZEROn``; integers equal to ``TNULLn`` become NaN.
+        Raises ``ValueError`` when the file ends inside the table.
+        """
+        left = self.rows
         while left > 0:
             n = min(chunk_rows, left)
-            buffer = stream.read(n * table.row_bytes)
-            if len(buffer) != n * table.row_bytes:
+            buffer = self._stream.read(n * self.row_bytes)
+            if len(buffer) != n * self.row_bytes:
                 raise ValueError("file ends inside the EVENTS table")
-            records = np.frombuffer(buffer, dtype=table.dtype)
-            chunk = {}
-            for name in table.dtype.names:
-                chunk[name] = _scaled(records[name], table.header, numbers[name])
+            records = np.frombuffer(buffer, dtype=self.dtype)
             left -= n
-            yield chunk
+            yield {
+                name: _scaled(records[name], self.header, self._numbers[name])
+                for name in self.dtype.names
+            }
 
 
 def _scaled(raw: np.ndarray, header: fits.Header, number: int) -> np.ndarray:
@@ -328,24 +353,27 @@ def _grid(rows, members: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> list[Gr
 def bin_events(path: Path, camera: str, group: Group, counts: np.ndarray) -> int:
     """Add the filtered events of one event list to ``counts`` (the group's grid); returns how
     many were added. Raises ``ValueError``/``OSError`` for unreadable files."""
-    table = open_events(path)
-    events_wcs = _column_wcs(table.header)
-    ny, nx = group.shape
     added = 0
-    for chunk in iter_events(path, table):
-        keep = standard_filter(camera, chunk) & np.isfinite(chunk["X"]) & np.isfinite(chunk["Y"])
-        if not keep.any():
-            continue
-        ra, dec = events_wcs.wcs_pix2world(chunk["X"][keep], chunk["Y"][keep], 1)
-        px, py = group.wcs.wcs_world2pix(ra, dec, 0)
-        good = np.isfinite(px) & np.isfinite(py)
-        ix = np.floor(px[good] + 0.5).astype(np.int64)
-        iy = np.floor(py[good] + 0.5).astype(np.int64)
-        inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-        flat = iy[inside] * nx + ix[inside]
-        counts += np.bincount(flat, minlength=nx * ny).reshape(ny, nx)
-        added += int(inside.sum())
+    with EventReader(path) as reader:
+        events_wcs = _column_wcs(reader.header)
+        for chunk in reader.chunks():
+            keep = standard_filter(camera, chunk)
+            keep &= np.isfinite(chunk["X"]) & np.isfinite(chunk["Y"])
+            if keep.any():
+                ra, dec = events_wcs.wcs_pix2world(chunk["X"][keep], chunk["Y"][keep], 1)
+                added += _add_counts(counts, *group.wcs.wcs_world2pix(ra, dec, 0))
     return added
+
+
+def _add_counts(counts: np.ndarray, px: np.ndarray, py: np.ndarray) -> int:
+    """Add events at 0-based pixel positions ``px``, ``py`` to ``counts``; returns how many."""
+    ny, nx = counts.shape
+    good = np.isfinite(px) & np.isfinite(py)
+    ix = np.floor(px[good] + 0.5).astype(np.int64)
+    iy = np.floor(py[good] + 0.5).astype(np.int64)
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    counts += np.bincount(iy[inside] * nx + ix[inside], minlength=nx * ny).reshape(ny, nx)
+    return int(inside.sum())
 
 
 def exposure_map(index: Any, group: Group) -> np.ndarray:
@@ -353,18 +381,22 @@ def exposure_map(index: Any, group: Group) -> np.ndarray:
     whose footprint MOC (from the index) holds the pixel centre."""
     ny, nx = group.shape
     exposure = np.zeros((ny, nx), dtype=np.float64)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    lon, lat = group.wcs.wcs_pix2world(xx, yy, 0)  # pixel centres [deg]
     radius = int(math.ceil((FIELD_RADIUS_ARCMIN + 1) * 60.0 / PIXEL_ARCSEC))
     for row in group.rows:
-        cx, cy = group.wcs.wcs_world2pix([row["ra_pnt"]], [row["dec_pnt"]], 0)
-        x0, x1 = max(int(cx[0]) - radius, 0), min(int(cx[0]) + radius + 1, nx)
-        y0, y1 = max(int(cy[0]) - radius, 0), min(int(cy[0]) + radius + 1, ny)
-        if x0 >= x1 or y0 >= y1:
+        cx, cy = (int(v[0]) for v in group.wcs.wcs_world2pix([row["ra_pnt"]], [row["dec_pnt"]], 0))
+        box = (
+            slice(max(cy - radius, 0), cy + radius + 1),
+            slice(max(cx - radius, 0), cx + radius + 1),
+        )
+        if lon[box].size == 0:
             continue
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        lon, lat = group.wcs.wcs_pix2world(xx.ravel(), yy.ravel(), 0)
         moc = index.camera_moc(row["obsid"], row["camera"], row["mission"])
-        inside = moc.contains_lonlat(lon * u.deg, lat * u.deg).reshape(yy.shape)
-        exposure[y0:y1, x0:x1] += inside * float(row["exposure"] or DEFAULT_EXPOSURE_S)
+        inside = moc.contains_lonlat(lon[box].ravel() * u.deg, lat[box].ravel() * u.deg)
+        exposure[box] += inside.reshape(lon[box].shape) * float(
+            row["exposure"] or DEFAULT_EXPOSURE_S
+        )
     return exposure
 
 
@@ -406,7 +438,9 @@ class TileStore:
         self.tiles.setdefault(order, set()).add(npix)
 
 
-def reproject_group(image: np.ndarray, group: Group, order: int, scratch: Path, store: TileStore):
+def reproject_group(
+    image: np.ndarray, group: Group, order: int, scratch: Path, store: TileStore, threads: int = 1
+) -> None:
     """Cut one image into tiles of ``order`` (``reproject_to_hips``, bilinear) into ``store``."""
     from reproject import reproject_interp
     from reproject.hips import reproject_to_hips
@@ -422,7 +456,9 @@ def reproject_group(image: np.ndarray, group: Group, order: int, scratch: Path, 
             output_directory=str(out),
             level=order,
             tile_size=TILE_WIDTH,
+            threads=threads,
             order="bilinear",
+            roundtrip_coords=False,  # the images are small TAN fields: no round-trip check needed
         )
     for path in (out / f"Norder{order}").glob("Dir*/Npix*.fits"):
         data = fits.getdata(path)
@@ -541,16 +577,6 @@ def write_properties(folder: Path, values: dict[str, Any]) -> None:
     (folder / "properties").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def read_properties(folder: Path) -> dict[str, str]:
-    """The ``key = value`` lines of a HiPS ``properties`` file."""
-    result = {}
-    for line in (Path(folder) / "properties").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            result[key.strip()] = value.strip()
-    return result
-
-
 # --- the build ----------------------------------------------------------------------------------
 
 
@@ -612,23 +638,37 @@ def _locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _ours(path: Path, out_dir: Path) -> bool:
+    """Whether ``path`` is a build folder of ``out_dir`` (``.<name>.build-*`` next to it)."""
+    return path.parent == out_dir.parent and path.name.startswith(f".{out_dir.name}.build-")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an output that is not ours to replace: a file, or a folder that is neither empty
+    nor a HiPS written by this module (it would be deleted by the switch)."""
+    if not out_dir.parent.is_dir():
+        raise HipsError(f"the folder of {out_dir} does not exist")
+    if out_dir.is_symlink() or not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise HipsError(f"{out_dir} exists and is not a folder")
+    if any(out_dir.iterdir()) and not (out_dir / STAMP_NAME).is_file():
+        raise HipsError(f"{out_dir} is a folder that does not hold a Regio HiPS: not replacing it")
+
+
 def _publish(staging: Path, out_dir: Path) -> None:
     """Point ``out_dir`` (a symbolic link) at ``staging`` in one rename; drop older builds."""
-    parent = out_dir.parent
     previous = out_dir.resolve() if out_dir.is_symlink() else None
-    if out_dir.exists() and not out_dir.is_symlink():
-        if not out_dir.is_dir():
-            raise HipsError(f"{out_dir} exists and is not a folder")
-        aside = parent / f".{out_dir.name}-old-{secrets.token_hex(4)}"
-        out_dir.rename(aside)  # a folder from elsewhere: moved aside once, then links from now on
-        previous = aside
-    link = parent / f".{out_dir.name}.link-{secrets.token_hex(4)}"
+    if out_dir.is_dir() and not out_dir.is_symlink():  # a plain HiPS folder (checked): once
+        previous = out_dir.parent / f".{out_dir.name}.build-old-{secrets.token_hex(4)}"
+        out_dir.rename(previous)
+    link = out_dir.parent / f".{out_dir.name}.link-{secrets.token_hex(4)}"
     os.symlink(staging.name, link)
     os.replace(link, out_dir)
-    for stale in parent.glob(f".{out_dir.name}-*"):
+    for stale in out_dir.parent.glob(f".{out_dir.name}.build-*"):  # older and crashed builds
         if stale != staging and stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
-    if previous and previous.exists() and previous != staging:
+    if previous and previous != staging and _ours(previous, out_dir) and previous.is_dir():
         shutil.rmtree(previous, ignore_errors=True)
 
 
@@ -658,8 +698,7 @@ def build_hips(
         raise HipsError(f"max order must be between {MIN_ORDER} and {MAX_ORDER}, not {max_order}")
     index = Index.load(index_dir)
     out_dir = Path(out_dir) if out_dir is not None else hips_dir(index_dir)
-    if not out_dir.parent.is_dir():
-        raise HipsError(f"the folder of {out_dir} does not exist")
+    _check_out_dir(out_dir)
     rows, problems = _event_rows(index)
     key = inputs_key(rows, max_order)
     report: dict[str, Any] = {
@@ -677,10 +716,8 @@ def build_hips(
             report["seconds"] = round(time.perf_counter() - started, 3)
             say("HiPS up to date")
             return report
-        staging = (
-            out_dir.parent
-            / f".{out_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-        )
+        token = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        staging = out_dir.parent / f".{out_dir.name}.build-{token}"
         staging.mkdir()
         try:
             built = _build_into(staging, index, rows, max_order, say, problems)
@@ -713,6 +750,7 @@ def _build_into(
     say(f"{len(rows)} event lists in {len(groups)} images, tiles to order {max_order}")
     samples: list[np.ndarray] = []
     events = 0
+    threads = max(1, min(4, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="scratch-", dir=folder) as scratch_name:
         scratch = Path(scratch_name)
         store = TileStore(scratch)
@@ -726,7 +764,7 @@ def _build_into(
             image = intensity_image(counts, exposure_map(index, group))
             finite = image[np.isfinite(image)]
             samples.append(finite[:: max(1, finite.size // 20_000)])
-            reproject_group(image, group, max_order, scratch, store)
+            reproject_group(image, group, max_order, scratch, store, threads=threads)
             say(
                 f"image {number}/{len(groups)}: {len(group.rows)} event lists, {counts.sum()} counts"
             )
