@@ -291,7 +291,7 @@ class _Runner:
             raise
         finally:
             self.logfile = None
-            self.notifier.ended(self.run_id)  # never raises; waits <= notify.END_WAIT s
+            self.notifier.ended(run)  # never raises; waits <= notify.END_WAIT s
 
     def _supervise(self, run: Run, script: catalog.Script) -> str:
         command = [*script.command(), str(run.path / runs.INPUT)]
