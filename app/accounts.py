@@ -41,7 +41,7 @@ import re
 import secrets
 import sqlite3
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -50,8 +50,9 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
+from app import db as sqlitedb
+
 DB_NAME = "accounts.db"
-BUSY_TIMEOUT = 15.0  # seconds a writer waits for the database lock (shared file systems are slow)
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # keeps hashing and the similarity check cheap
@@ -252,59 +253,12 @@ def _m1_create_tables(db: sqlite_utils.Database) -> None:
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1_create_tables,)
 
 
-@contextlib.contextmanager
-def connect(path: Path | str) -> Iterator[sqlite_utils.Database]:
+def connect(path: Path | str) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
     """A short-lived connection to the accounts database, created and migrated on first use."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=DELETE")  # no WAL: network file systems lack shm
-        conn.execute("PRAGMA foreign_keys=ON")
-        db = sqlite_utils.Database(conn)
-        _migrate(db)
-        yield db
-    finally:
-        conn.close()
+    return sqlitedb.connect(path, MIGRATIONS, what="accounts database", foreign_keys=True)
 
 
-@contextlib.contextmanager
-def _transaction(db: sqlite_utils.Database) -> Iterator[None]:
-    """Several statements as one: all or nothing, with the write lock taken up front."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _schema_version(db: sqlite_utils.Database) -> int:
-    if not db["schema_version"].exists():
-        return 0
-    row = db.execute("SELECT version FROM schema_version").fetchone()
-    return row[0] if row else 0
-
-
-def _migrate(db: sqlite_utils.Database) -> None:
-    """Apply the pending migrations; one process migrates, the others wait on the write lock."""
-    if _schema_version(db) == len(MIGRATIONS):  # the common case: no lock taken
-        return
-    with _transaction(db):
-        version = _schema_version(db)
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"the accounts database has schema version {version}, newer than this Regio "
-                f"knows ({len(MIGRATIONS)}): upgrade Regio"
-            )
-        if not db["schema_version"].exists():
-            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO schema_version VALUES (0)")
-        for migration in MIGRATIONS[version:]:
-            migration(db)
-        db.execute("UPDATE schema_version SET version = ?", [len(MIGRATIONS)])
+_transaction = sqlitedb.transaction
 
 
 def _one(db: sqlite_utils.Database, sql: str, params: list[Any]) -> sqlite3.Row | None:

@@ -31,7 +31,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import sqlite3
 import string
 import zipfile
 from collections import deque
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+from app import db as sqlitedb
 
 QUEUED = "QUEUED"
 EXECUTING = "EXECUTING"
@@ -59,7 +60,6 @@ SOURCES: dict[str, frozenset[str]] = {
 }
 
 DB_NAME = "regio.db"
-BUSY_TIMEOUT = 15.0  # seconds a writer waits for the database lock (shared file systems are slow)
 INPUT, LOG, OUTPUT, PROVENANCE, BUNDLE = (
     "input.json",
     "log.txt",
@@ -197,51 +197,9 @@ def _m1_create_runs(db: sqlite_utils.Database) -> None:
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1_create_runs,)
 
 
-@contextlib.contextmanager
-def connect(path: Path | str) -> Iterator[sqlite_utils.Database]:
+def connect(path: Path | str) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
     """A short-lived connection to the run database, created and migrated on first use."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=DELETE")
-        db = sqlite_utils.Database(conn)
-        _migrate(db)
-        yield db
-    finally:
-        conn.close()
-
-
-def _schema_version(db: sqlite_utils.Database) -> int:
-    if not db["schema_version"].exists():
-        return 0
-    row = db.execute("SELECT version FROM schema_version").fetchone()
-    return row[0] if row else 0
-
-
-def _migrate(db: sqlite_utils.Database) -> None:
-    """Apply the pending migrations; one process migrates, the others wait on the write lock."""
-    if _schema_version(db) == len(MIGRATIONS):  # the common case: no lock taken
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        version = _schema_version(db)
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"the run database has schema version {version}, newer than this Regio knows "
-                f"({len(MIGRATIONS)}): upgrade Regio"
-            )
-        if not db["schema_version"].exists():
-            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO schema_version VALUES (0)")
-        for migration in MIGRATIONS[version:]:
-            migration(db)
-        db.execute("UPDATE schema_version SET version = ?", [len(MIGRATIONS)])
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    return sqlitedb.connect(path, MIGRATIONS, what="run database")
 
 
 def _encode(value: Any) -> Any:
