@@ -14,7 +14,7 @@ from astropy.timeseries import LombScargle
 from astropy.wcs import WCS
 
 from indexer.footprint import _column_wcs
-from tests.test_science_helpers import build_input, products, run_script
+from tests.science_helpers import build_input, products, run_script
 
 CLUSTER = (149.59, -11.06)
 SOURCE = f"icrs\ncircle({CLUSTER[0]},{CLUSTER[1]},{1 / 60})"

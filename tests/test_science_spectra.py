@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from indexer.footprint import _column_wcs
-from tests.test_science_helpers import build_input, plain_count, products, run_script
+from tests.science_helpers import build_input, plain_count, products, run_script
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sas-reference"
 CLUSTER = (149.59, -11.06)

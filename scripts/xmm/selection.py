@@ -17,13 +17,18 @@ polygon    ``polygon(x1, y1, x2, y2, ...)``            even-odd rule (half-open 
 (``u, v`` are the offsets along the rotated axes.) A region is the union of its included shapes
 minus the union of its excluded shapes (DS9 ``-circle(...)``), whatever their order.
 
-Speed: every mask first keeps the points in the shape's bounding box, then tests only those.
-Polygons use a cell table (``CELLS_PER_SIDE`` cells across the bounding box): a cell no edge
-comes within one cell of is wholly inside or outside (decided once, at its centre), so most
-points need one table lookup; points in edge cells get the exact even-odd test. On integer Y
-(EPIC X/Y are integers) that test is a scan-line table (the sorted edge crossings of each pixel
-row: a point's crossing count is one ``searchsorted``); otherwise the vectorised crossing test
-over the edges. Both give the same answer.
+Speed: a mask first keeps the points in the shape's bounding box, then tests only those.
+Polygons on integer-valued X/Y (the EPIC X/Y columns are integers) use a raster instead: the
+even-odd answer at every integer pixel of the bounding box (plus an all-outside border), made once
+by a scan-line fill from each pixel row's edge crossings, computed by the very expression of the
+point test, and stored one bit a pixel; a point then costs a few integer operations and one table
+lookup, in cache-sized chunks. Non-integer points, polygons whose box exceeds ``RASTER_MAX_CELLS``
+pixels, and polygons asked about too few points yet to pay for the raster take the point test: a
+cell table (``CELLS_PER_SIDE`` cells across the bounding box; a cell no edge comes within one cell
+of is wholly inside or outside, decided once at its centre) and, for points in edge cells, the
+even-odd test (a scan-line table of sorted crossings on integer Y, else the crossing test over the
+edges). Every path gives exactly the answer of the crossing test (``Polygon._inside_crossing``)
+within the bounding box, including for points on edges and vertices.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from numpy.typing import NDArray
 
 Mask = NDArray[np.bool_]
 CELLS_PER_SIDE = 256  # polygon cell table: cells per side of the bounding box
+RASTER_MAX_CELLS = 50_000_000  # polygon raster: largest bounding box [pixels] (1 bit each)
+RASTER_CHUNK = 1 << 16  # polygon raster: points per lookup step (temporaries stay in cache)
+RASTER_MIN_POINTS = 1 / 8  # polygon raster: made after this many points per pixel of the box
+_RASTER_BUILD_CELLS = 1 << 22  # polygon raster: pixels filled per step while building it
 _SHAPE_RE = re.compile(r"^\s*([+-]?)\s*(circle|ellipse|box|polygon|annulus)\s*\(([^)]*)\)", re.I)
 _FRAMES = ("physical", "image", "icrs", "fk5", "fk4", "galactic", "ecliptic", "linear", "wcs")
 
@@ -233,6 +242,107 @@ class Polygon(Shape):
         x1, y1 = np.asarray(self.xs, float), np.asarray(self.ys, float)
         return x1, y1, np.roll(x1, -1), np.roll(y1, -1)
 
+    def mask(self, x, y):
+        """Raster lookup for integer-valued points; the point test for the others."""
+        x, y = np.asarray(x), np.asarray(y)
+        raster = self._raster(x.size)
+        if raster is None or x.shape != y.shape:
+            return super().mask(x, y)
+        out = np.empty(x.shape, dtype=bool)
+        xf, yf, of = x.reshape(-1), y.reshape(-1), out.reshape(-1)
+        for start in range(0, len(xf), RASTER_CHUNK):
+            stop = start + RASTER_CHUNK
+            of[start:stop] = self._raster_mask(raster, xf[start:stop], yf[start:stop])
+        return out
+
+    def _raster_mask(self, raster, x, y):
+        bits, ox, oy, w, h = raster
+        x = x.astype(np.float64, copy=False)
+        y = y.astype(np.float64, copy=False)
+        with np.errstate(invalid="ignore"):  # NaN or beyond int32: flagged below
+            ix, iy = x.astype(np.int32), y.astype(np.int32)
+        whole = ix == x
+        whole &= iy == y
+        # padded pixel indices: anything outside the box lands on the all-outside border
+        ix -= ox
+        np.clip(ix, 0, w + 1, out=ix)
+        iy -= oy
+        np.clip(iy, 0, h + 1, out=iy)
+        shift = ix.astype(np.uint8)
+        shift &= 7
+        ix >>= 3
+        iy *= bits.shape[1]
+        iy += ix
+        inside = bits.reshape(-1).take(iy)
+        inside >>= shift
+        inside &= 1
+        inside = inside.view(bool)
+        if not whole.all():
+            odd = np.flatnonzero(~whole)
+            inside[odd] = super().mask(x[odd], y[odd])
+        return inside
+
+    def _raster(self, n_points: int | None = None):
+        """``(bits, ox, oy, w, h)`` or None: the even-odd answer at every integer pixel.
+
+        Made once this polygon has been asked about ``RASTER_MIN_POINTS`` points per pixel of its
+        box in all (``n_points`` more now; None: make it now), so that a few points don't pay
+        for a large raster.
+
+        ``bits[i, j // 8]`` bit ``j % 8`` (little) is pixel ``(ox + j, oy + i)``, for ``i`` in
+        ``0..h+1`` and ``j`` in ``0..w+1``; the first and last rows and columns (just outside the
+        bounding box) are all outside, so points beyond the box can be clipped onto them.
+        """
+        if "raster" not in self._scanlines:
+            seen = self._scanlines.get("points", 0) + (n_points or 0)
+            self._scanlines["points"] = seen
+            xmin, xmax, ymin, ymax = self.bbox()
+            if n_points is not None and seen < RASTER_MIN_POINTS * (xmax - xmin) * (ymax - ymin):
+                return None
+            self._scanlines["raster"] = self._build_raster()
+        return self._scanlines["raster"]
+
+    def _build_raster(self):
+        xmin, xmax, ymin, ymax = self.bbox()
+        if not all(math.isfinite(v) and abs(v) < 2**30 for v in (xmin, xmax, ymin, ymax)):
+            return None
+        x0, y0 = math.ceil(xmin), math.ceil(ymin)
+        w, h = max(math.floor(xmax) - x0 + 1, 0), max(math.floor(ymax) - y0 + 1, 0)
+        if (w + 2) * (h + 2) > RASTER_MAX_CELLS:
+            return None
+        bits = np.zeros((h + 2, (w + 2 + 7) // 8), dtype=np.uint8)
+        if w == 0 or h == 0:
+            return bits, x0 - 1, y0 - 1, w, h
+        ys = np.arange(y0, y0 + h, dtype=np.float64)
+        # each edge's crossings with the pixel rows, by the expression of _inside_crossing; an
+        # integer x has x < x_cross exactly when x < ceil(x_cross), i.e. (in padded columns
+        # j = x - x0 + 1) when j < k with k = ceil(x_cross) - x0 + 1
+        row_parts, col_parts = [], []
+        for ax, ay, bx, by in zip(*self._edges(), strict=True):
+            if ay == by:
+                continue
+            sel = np.flatnonzero((ay > ys) != (by > ys))
+            x_cross = ax + (ys[sel] - ay) * (bx - ax) / (by - ay)
+            row_parts.append(sel + 1)  # padded row
+            col_parts.append(np.clip(np.ceil(x_cross) - (x0 - 1), 0, w + 2).astype(np.int64))
+        row = np.concatenate(row_parts) if row_parts else np.zeros(0, np.int64)
+        col = np.concatenate(col_parts) if col_parts else np.zeros(0, np.int64)
+        order = np.argsort(row, kind="stable")
+        row, col = row[order], col[order]
+        step = max(1, _RASTER_BUILD_CELLS // (w + 3))
+        for r0 in range(1, h + 1, step):
+            r1 = min(h + 1, r0 + step)
+            a, b = np.searchsorted(row, [r0, r1])
+            toggle = np.zeros((r1 - r0, w + 3), dtype=np.uint8)
+            np.bitwise_xor.at(toggle, (row[a:b] - r0, col[a:b]), 1)
+            # parity of the row's crossings with k <= j, then of those with k > j
+            odd = np.bitwise_xor.accumulate(toggle, axis=1)
+            odd ^= odd[:, -1:]
+            odd[:, 0] = 0
+            odd[:, w + 1 :] = 0
+            bits[r0:r1] = np.packbits(odd[:, : w + 2], axis=1, bitorder="little")
+        return bits, x0 - 1, y0 - 1, w, h
+
     def _inside(self, x, y):
         """Cell table first: points in cells no edge touches take the cell's answer."""
         state, x0, y0, cell = self._cells()
@@ -323,7 +433,17 @@ class Polygon(Shape):
         span = (x1 - x0) + 4.0
         keys = rr * span + (xs - x0 + 1.0)
         q = row * span + (x - x0 + 1.0)
-        left = np.searchsorted(keys, q, side="right") - row_start[row]
+        lo = np.searchsorted(keys, q, side="left")
+        hi = np.searchsorted(keys, q, side="right")
+        # keys equal to q after rounding (a crossing within ~1e-8 of x): compare the x's
+        tie = np.flatnonzero(hi > lo)
+        if len(tie):
+            first, last, xt = lo[tie], hi[tie], x[tie]
+            for k in range(int((last - first).max())):
+                j = first + k
+                real = j < last
+                lo[tie[real]] += xs[j[real]] <= xt[real]
+        left = lo - row_start[row]
         n_row = row_start[row + 1] - row_start[row]
         return ((n_row - left) & 1).astype(bool)
 

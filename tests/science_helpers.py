@@ -119,14 +119,3 @@ def plain_count(path: Path, region_mask, camera: str, pi_max: int) -> int:
         ok = ((flag & 0x766BA000) == 0) & (pattern <= 12)
     ok &= (pi >= 0) & (pi <= pi_max)
     return int(np.count_nonzero(ok & region_mask(x, y)))
-
-
-def test_build_input_matches_the_event_headers(real_data):
-    path = real_data / "0201901401" / "mos1_exp1_clean_evts.fits"
-    inp = build_input(
-        "generate_spectra", [path], "icrs\ncircle(149.59,-11.06,0.01667)", None, Path("/tmp/x")
-    )
-    obs = inp["observations"][0]
-    assert obs["camera"] == "EMOS1" and obs["obsid"] == "0201901401"
-    assert obs["regions_pixel"]["source"].splitlines()[1] == "physical"
-    assert inp["params"]["screen_flares"] is True
