@@ -39,12 +39,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["regio.settings"] = values
     app.extensions["regio.redis"] = redis.Redis.from_url(values["REDIS_URL"])
 
-    from app.views import api, pages, runs_api
+    from app import auth
+    from app.views import admin, api, pages, runs_api
+    from app.views import auth as auth_views
     from app.views import hips as hips_views
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(runs_api.bp)
+    app.register_blueprint(auth_views.bp)
+    app.register_blueprint(admin.bp)
+    auth.init_app(app)
     app.register_blueprint(hips_views.bp)
 
     @app.after_request

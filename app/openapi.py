@@ -238,6 +238,29 @@ PATHS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 
+PATHS |= {
+    "/api/sessions/{session_id}/collaborators": {
+        "get": _op("Collaborators of a session (owner only; accounts mode)",
+                   schema={"type": "array", "items": ref("Collaborator")}, errors=(401, 404)),
+        "post": _op("Share with a user by e-mail, role read or write (owner only)", ok="201",
+                    schema=ref("Collaborator"), body="CollaboratorIn", errors=(400, 401, 404)),
+    },
+    "/api/sessions/{session_id}/collaborators/{user_id}": {
+        "delete": _op("Stop sharing with a user (owner only)", ok="204", errors=(401, 404))
+    },
+    "/api/sessions/{session_id}/share-links": {
+        "get": _op("Read-only links of a session (owner only)", schema={"type": "array"},
+                   errors=(401, 404)),
+        "post": _op("Make a read-only link usable without an account (owner only)", ok="201",
+                    schema={"type": "object", "properties": {"url": {"type": "string"},
+                                                             "secret": {"type": "string"}}},
+                    errors=(401, 404)),
+    },
+    "/api/sessions/{session_id}/share-links/{link_id}": {
+        "delete": _op("Revoke a read-only link (owner only)", ok="204", errors=(401, 404))
+    },
+}  # fmt: skip
+
 _REGION_FILES = {
     "schema": {
         "type": "object",
@@ -253,6 +276,20 @@ for _path, _method in (("/api/sessions", "post"), ("/api/sessions/{session_id}/r
     PATHS[_path][_method]["requestBody"]["content"]["multipart/form-data"] = _REGION_FILES
 
 SCHEMAS |= {
+    "Collaborator": {
+        "type": "object",
+        "properties": {
+            "user_id": {"type": "string"},
+            "email": {"type": "string"},
+            "name": {"type": "string"},
+            "role": {"enum": ["read", "write"]},
+        },
+    },
+    "CollaboratorIn": {
+        "type": "object",
+        "required": ["email", "role"],
+        "properties": {"email": {"type": "string"}, "role": {"enum": ["read", "write"]}},
+    },
     "Script": {
         "type": "object",
         "properties": {
@@ -330,8 +367,22 @@ def document(version: str, extra_paths: dict[str, dict[str, Any]] | None = None)
             "version": version,
             "description": "Region-based processing of X-ray observations: sessions, regions, "
             "covering observations, script runs, logs and products. Errors are JSON objects "
-            "with a message; every response carries the X-Regio-Version header.",
+            "with a message; every response carries the X-Regio-Version header. With "
+            "REGIO_AUTH=accounts every call needs a user: send an API token (made on the "
+            "account page or with `python -m app create-token EMAIL`) as "
+            "`Authorization: Token <token>` (or `Bearer <token>`); sessions of other users "
+            "answer 404. In single-user mode (REGIO_AUTH=none) no token is needed.",
         },
+        "security": [{"token": []}, {}],
         "paths": _with_path_parameters(PATHS | (extra_paths or {})),
-        "components": {"schemas": SCHEMAS},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "API token; `Authorization: Token <token>` works too",
+                }
+            },
+        },
     }

@@ -143,6 +143,13 @@ SETTINGS: tuple[Setting, ...] = (
         "`accounts` (every page and API call needs a signed-in user or an API token).",
     ),
     Setting(
+        "SIGNUP",
+        False,
+        "With REGIO_AUTH=accounts: let visitors create their own account at /signup. Off: staff "
+        "create accounts (admin page or `python -m app create-user`).",
+        "bool",
+    ),
+    Setting(
         "BASE_URL",
         "http://127.0.0.1:5000",
         "Public URL of the service, used in the links of e-mails and webhooks.",

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 from rq import Worker
 
-from app import __version__, shapes
+from app import __version__, accounts, auth, shapes
 from app.archive import IndexMissing, load_index
 from app.sessions import SelectionError, SessionNotFound, SessionStore
 
@@ -97,11 +97,18 @@ def coverage_rows(source, background) -> list[dict[str, Any]]:
     return rows
 
 
-def session_json(session_id: str) -> dict[str, Any]:
+def load_session(session_id: str, needed: str = "read") -> dict[str, Any]:
+    """The session record, if the request may ``needed`` it (404 when it may not even see it)."""
     try:
         record = session_store().get(session_id)
     except SessionNotFound:
         abort(404, description=f"no session {session_id!s:.40}")
+    record["access"] = auth.require(record, needed)
+    return record
+
+
+def session_json(session_id: str, needed: str = "read") -> dict[str, Any]:
+    record = load_session(session_id, needed)
     by_camera: dict[str, list[dict[str, Any]]] = {}
     for row in record["coverage"]:
         by_camera.setdefault(row["camera"], []).append(row)
@@ -164,7 +171,7 @@ def create_session():
         abort(400, description="'title' must be text of at most 200 characters")
     rows = coverage_rows(source, background)
     store = session_store()
-    session_id = store.create(source, background, owner=None, title=title)
+    session_id = store.create(source, background, owner=auth.owner_id(), title=title)
     store.set_coverage(session_id, rows)
     response = jsonify(session_json(session_id))
     response.status_code = 201
@@ -174,8 +181,8 @@ def create_session():
 
 @bp.get("/sessions")
 def list_sessions():
-    """Every session, newest first (without their coverage)."""
-    return jsonify(session_store().list())
+    """The sessions the user may see (own and shared; all for staff), newest first."""
+    return jsonify(auth.visible_sessions(session_store().list()))
 
 
 @bp.get("/sessions/<session_id>")
@@ -187,7 +194,7 @@ def get_session(session_id: str):
 @bp.put("/sessions/<session_id>/regions")
 def put_regions(session_id: str):
     """Replace the regions; the coverage is found again and the selection pruned to it."""
-    session_json(session_id)  # 404 before anything else
+    load_session(session_id, "write")  # 404 / 403 before anything else
     body = regions_body()
     source, background = parse_regions(body)
     rows = coverage_rows(source, background)
@@ -200,7 +207,7 @@ def put_regions(session_id: str):
 @bp.put("/sessions/<session_id>/selection")
 def put_selection(session_id: str):
     """Replace the selection: ``{"observations": [{"obsid": ..., "camera": ...}, ...]}``."""
-    session_json(session_id)
+    load_session(session_id, "write")
     body = json_body()
     if set(body) != {"observations"}:
         abort(400, description='the body must be {"observations": [{"obsid", "camera"}, ...]}')
@@ -214,7 +221,7 @@ def put_selection(session_id: str):
 @bp.put("/sessions/<session_id>/view")
 def put_view(session_id: str):
     """Remember the viewer position: ``{"ra": deg, "dec": deg, "fov": deg}``."""
-    session_json(session_id)
+    load_session(session_id, "write")
     body = json_body()
     view = {}
     for key, low, high in (("ra", 0, 360), ("dec", -90, 90), ("fov", 1e-6, 360)):
@@ -228,6 +235,83 @@ def put_view(session_id: str):
         view[key] = float(value)
     session_store().set_view(session_id, view)
     return jsonify(session_json(session_id))
+
+
+def _accounts_only() -> None:
+    if not auth.accounts_enabled():
+        abort(404, description="sharing needs accounts (REGIO_AUTH=accounts)")
+
+
+@bp.get("/sessions/<session_id>/collaborators")
+def list_collaborators(session_id: str):
+    """Who else may read or change the session (owner only)."""
+    _accounts_only()
+    load_session(session_id, "owner")
+    people = accounts.collaborators(auth.accounts_db(), session_id)
+    return jsonify(
+        [
+            {"user_id": c.user.id, "email": c.user.email, "name": c.user.name, "role": c.role}
+            for c in people
+        ]
+    )
+
+
+@bp.post("/sessions/<session_id>/collaborators")
+def add_collaborator(session_id: str):
+    """Share the session with a user: ``{"email": ..., "role": "read" | "write"}``."""
+    _accounts_only()
+    load_session(session_id, "owner")
+    body = json_body()
+    if set(body) != {"email", "role"} or body["role"] not in accounts.ROLES:
+        abort(400, description='the body must be {"email": "...", "role": "read" | "write"}')
+    try:
+        user = accounts.add_collaborator(
+            auth.accounts_db(), session_id, body["email"], body["role"]
+        )
+    except accounts.UserNotFound:
+        abort(400, description="no account with that e-mail address")
+    except accounts.AccountError as exc:
+        abort(400, description=str(exc))
+    return jsonify({"user_id": user.id, "email": user.email, "role": body["role"]}), 201
+
+
+@bp.delete("/sessions/<session_id>/collaborators/<user_id>")
+def remove_collaborator(session_id: str, user_id: str):
+    _accounts_only()
+    load_session(session_id, "owner")
+    if not accounts.remove_collaborator(auth.accounts_db(), session_id, user_id):
+        abort(404, description="no such collaborator")
+    return "", 204
+
+
+@bp.get("/sessions/<session_id>/share-links")
+def list_share_links(session_id: str):
+    """The session's read-only links (their secrets are only shown when made)."""
+    _accounts_only()
+    load_session(session_id, "owner")
+    links = accounts.list_share_links(auth.accounts_db(), session_id)
+    return jsonify(
+        [{"id": link.id, "created": link.created, "revoked": link.revoked} for link in links]
+    )
+
+
+@bp.post("/sessions/<session_id>/share-links")
+def create_share_link(session_id: str):
+    """A new read-only link to the session, usable without an account."""
+    _accounts_only()
+    load_session(session_id, "owner")
+    secret = accounts.create_share_link(auth.accounts_db(), session_id, auth.current_user().id)
+    url = auth.settings()["BASE_URL"].rstrip("/") + url_for("auth.open_share", secret=secret)
+    return jsonify({"url": url, "secret": secret}), 201
+
+
+@bp.delete("/sessions/<session_id>/share-links/<link_id>")
+def revoke_share_link(session_id: str, link_id: str):
+    _accounts_only()
+    load_session(session_id, "owner")
+    if not accounts.revoke_share_link(auth.accounts_db(), session_id, link_id):
+        abort(404, description="no such share link")
+    return "", 204
 
 
 @bp.get("/openapi.json")

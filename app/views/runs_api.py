@@ -13,9 +13,9 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
 
-from app import catalog, inputs, jobs, runs
+from app import auth, catalog, inputs, jobs, runs
 from app.sessions import SessionNotFound
-from app.views.api import json_body, session_json, session_store, settings
+from app.views.api import json_body, load_session, session_store, settings
 
 bp = Blueprint("runs_api", __name__, url_prefix="/api")
 
@@ -37,11 +37,18 @@ def scripts() -> dict[str, catalog.Script]:
     return catalog.load_catalog(settings()["SCRIPTS"])
 
 
-def get_run(run_id: str) -> runs.Run:
+def get_run(run_id: str, needed: str = "read") -> runs.Run:
+    """The run, if the request may ``needed`` its session (404 when it may not see it)."""
     try:
-        return runs.get(db_path(), run_id)
+        run = runs.get(db_path(), run_id)
     except (runs.RunNotFound, ValueError):
         abort(404, description=f"no run {run_id!s:.40}")
+    try:
+        record = session_store().get(run.session_id)
+    except SessionNotFound:
+        abort(404, description=f"no run {run_id!s:.40}")
+    auth.require(record, needed)
+    return run
 
 
 def run_json(run: runs.Run) -> dict[str, Any]:
@@ -70,7 +77,7 @@ def list_scripts():
 @bp.post("/sessions/<session_id>/runs")
 def create_run(session_id: str):
     """Queue a run of a script on the session's regions and selected observations."""
-    session_json(session_id)  # 404 first
+    record = load_session(session_id, "write")  # 404 / 403 first
     body = json_body()
     unknown = set(body) - {"script", "params"}
     if unknown:
@@ -96,7 +103,7 @@ def create_run(session_id: str):
         session_id=session_id,
         script=script,
         params=params,
-        owner=store.get(session_id).get("owner") or "",
+        owner=record.get("owner") or "",
         regions=regions,
         observations=observations,
         run_id=run_id,
@@ -111,7 +118,7 @@ def create_run(session_id: str):
 @bp.get("/sessions/<session_id>/runs")
 def list_session_runs(session_id: str):
     """The runs of a session, newest first."""
-    session_json(session_id)
+    load_session(session_id)
     return jsonify([run_json(r) for r in runs.list_runs(db_path(), session_id)])
 
 
@@ -124,7 +131,7 @@ def get_run_view(run_id: str):
 @bp.post("/runs/<run_id>/cancel")
 def cancel_run(run_id: str):
     """Cancel a queued or running run (its processes are killed); 409 if it has ended."""
-    run = get_run(run_id)
+    run = get_run(run_id, "write")
     if run.terminal:
         abort(409, description=f"the run has already ended ({run.phase})")
     run = jobs.cancel(run.id, db_path(), redis_conn(), wait=5.0)
