@@ -72,3 +72,31 @@ def redis_url(redis_server):
     yield redis_server
     conn.flushdb()
     conn.close()
+
+
+@pytest.fixture
+def worker(env, tmp_path):
+    """A real ``rq worker`` subprocess with the settings ``env`` (a fixture of the test module:
+    setting names -> values, as given to ``create_app``)."""
+    import os
+    import subprocess
+
+    from app import jobs
+
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
+    child_env.update({f"REGIO_{k}": str(v) for k, v in env.items()})
+    with open(tmp_path / "worker.log", "wb") as log:
+        proc = subprocess.Popen(
+            jobs.worker_command(env["REDIS_URL"], name=f"test-{tmp_path.name}"),
+            cwd=ROOT,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

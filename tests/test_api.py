@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app, jobs
+from app import create_app
 from app.openapi import document
 from tests.conftest import ROOT
 
@@ -53,29 +53,6 @@ def client(env):
 @pytest.fixture
 def truth(sample_archive):
     return json.loads((sample_archive / "truth.json").read_text())
-
-
-@pytest.fixture
-def worker(env, tmp_path):
-    """A real ``rq worker`` subprocess with the same settings as the app."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
-    child_env.update({f"REGIO_{k}": str(v) for k, v in env.items()})
-    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        jobs.worker_command(env["REDIS_URL"], name=f"test-{tmp_path.name}"),
-        cwd=ROOT,
-        env=child_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

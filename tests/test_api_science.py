@@ -3,14 +3,12 @@ real rq worker -> script -> products, on the real XMM data set."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import pytest
 from astropy.io import fits
 
-from app import create_app, jobs
+from app import create_app
 from tests.conftest import ROOT
 
 SOURCE = 'icrs;circle(149.59,-11.06,60")'
@@ -35,23 +33,6 @@ def env(tmp_path, real_index, redis_url):
         "SESSIONS": tmp_path / "sessions",
         "SCRIPTS": ROOT / "scripts",
     }
-
-
-@pytest.fixture
-def worker(env, tmp_path):
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
-    child_env.update({f"REGIO_{k}": str(v) for k, v in env.items()})
-    with open(tmp_path / "worker.log", "wb") as log:
-        proc = subprocess.Popen(
-            jobs.worker_command(env["REDIS_URL"], name=f"sci-{tmp_path.name}"),
-            cwd=ROOT,
-            env=child_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    yield proc
-    proc.terminate()
-    proc.wait(30)
 
 
 def wait_run(client, run_id, timeout=300):
