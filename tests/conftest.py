@@ -6,6 +6,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Machines are shared and noisy: no per-example deadlines or "too slow" checks, and the same
+# examples on every run (a failure found once is found again); no example database in the tree.
+settings.register_profile(
+    "regio",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    database=None,
+)
+settings.load_profile("regio")
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT.parent / "shared" / "data" / "xmm-rxcj0958"
