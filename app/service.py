@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -64,7 +65,7 @@ def build_index(values: Mapping[str, Any], archive: list[Path]) -> None:
 
     log(f"indexing {', '.join(map(str, archive))} into {values['INDEX']} ...")
     report = build(archive, Path(values["INDEX"]), progress=lambda m: log("  " + m))
-    log(f"index ready: {report}")
+    log(f"index ready: {report.summary()}")
 
 
 def build_hips(values: Mapping[str, Any]) -> None:
@@ -197,12 +198,28 @@ class Service:
             self.redis = None
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the web server could not listen on ``host:port``, or None if it can."""
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return (
+            f"cannot listen on {host}:{port} ({exc.strerror}): is Regio already running? "
+            "Choose another port with REGIO_PORT"
+        )
+
+
 def run(overrides: Mapping[str, Any] | None = None) -> int:
     """Run the service until Ctrl-C or SIGTERM. Returns the process exit code."""
     try:
         values = settings_mod.load(overrides)
     except settings_mod.SettingError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problem = port_problem(values["HOST"], values["PORT"])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     archive = prepare_archive(values)
     build_index(values, archive)

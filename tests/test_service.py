@@ -72,6 +72,17 @@ def test_bad_settings_stop_the_service_with_a_message(tmp_path):
     assert "REGIO_PORT must be a whole number" in done.stderr
     assert "Traceback" not in done.stderr
 
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        env = service_env(tmp_path, PORT=busy.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "run"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+    assert done.returncode == 2
+    assert "is Regio already running? Choose another port with REGIO_PORT" in done.stderr
+    assert not (tmp_path / "instance" / "demo-archive").exists(), "nothing done before the check"
+
     env = service_env(tmp_path, ARCHIVE=tmp_path / "nowhere")
     done = subprocess.run(
         [sys.executable, "-m", "app", "run"], cwd=ROOT, env=env, capture_output=True, text=True
