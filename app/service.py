@@ -132,6 +132,7 @@ class Service:
             "--threads", str(self.values["WEB_THREADS"]),
             "--timeout", "120",
             "--graceful-timeout", "5",
+            "--no-control-socket",  # one shared ~/.gunicorn socket would mix up several instances
             "--access-logfile", str(Path(self.values["INSTANCE"]) / "logs" / "access.log"),
             "wsgi:app",
         ]  # fmt: skip
