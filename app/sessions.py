@@ -139,6 +139,10 @@ class SessionStore:
             (folder / "background.reg").unlink(missing_ok=True)
         _write_json(folder / "regions.json", as_json)
 
+    def record(self, session_id: str) -> dict[str, Any]:
+        """The session record alone (id, owner, title, times, view): cheap, for access checks."""
+        return _read_json(self._existing(session_id) / "session.json")
+
     def get(self, session_id: str) -> dict[str, Any]:
         """The session record with its regions (JSON and DS9), coverage and selection."""
         folder = self._existing(session_id)

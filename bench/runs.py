@@ -16,6 +16,7 @@ Run: ``.venv/bin/python bench/runs.py``. The last line is ``RESULT run_overhead=
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import statistics
@@ -37,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from rq import Worker  # noqa: E402
 
-from app import catalog, jobs, runs  # noqa: E402
+from app import catalog, jobs, runs, shapes  # noqa: E402
 from app.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from app.sessions import SessionStore  # noqa: E402
 
 SCRIPT_SECONDS = 5.0
 REPEATS = 3
@@ -85,13 +87,20 @@ class Bench:
     db: Path
     conn: redis.Redis
 
+    @functools.cached_property
+    def session_id(self) -> str:
+        """A real session for the runs (the API checks that a run's session exists)."""
+        store = SessionStore(self.folder / "sessions")
+        return store.create(shapes.parse('icrs;circle(149.59,-11.06,60")'), None)
+
     def new_run(self, seconds: float) -> runs.Run:
         run_id = runs.new_run_id()
+        store = SessionStore(self.folder / "sessions")
         return runs.create(
             self.db,
-            self.folder / "sessions" / "bench" / run_id,
+            store.run_dir(self.session_id, run_id),
             run_id=run_id,
-            session_id="bench",
+            session_id=self.session_id,
             script=self.script,
             params=catalog.validate_params(self.script, {"seconds": seconds}),
         )

@@ -44,7 +44,7 @@ def get_run(run_id: str, needed: str = "read") -> runs.Run:
     except (runs.RunNotFound, ValueError):
         abort(404, description=f"no run {run_id!s:.40}")
     try:
-        record = session_store().get(run.session_id)
+        record = session_store().record(run.session_id)
     except SessionNotFound:
         abort(404, description=f"no run {run_id!s:.40}")
     auth.require(record, needed)
