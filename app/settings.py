@@ -114,6 +114,12 @@ SETTINGS: tuple[Setting, ...] = (
         "URL of a Redis server shared by the web app and the workers (redis://host:port/db). "
         "Empty: start a private embedded redis-server on a unix socket in REGIO_INSTANCE.",
     ),
+    Setting(
+        "SURVEY",
+        "",
+        "Background survey of the sky viewer: a HiPS URL or id for sites online (e.g. "
+        "CDS/P/DSS2/color). Empty: the archive's own HiPS served at /hips/ (works offline).",
+    ),
     Setting("HOST", "127.0.0.1", "Address the web server listens on."),
     Setting("PORT", 5000, "Port the web server listens on.", "int"),
     Setting("WORKERS", 1, "Number of RQ worker processes `make run` starts on this host.", "int"),

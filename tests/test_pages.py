@@ -17,7 +17,7 @@ def client(sample_index, redis_url, tmp_path):
 
 def test_home_page_lists_every_observation_and_camera(client, sample_archive):
     truth = json.loads((sample_archive / "truth.json").read_text())
-    response = client.get("/")
+    response = client.get("/archive")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     for obs in truth["observations"]:
@@ -50,7 +50,7 @@ def test_missing_index_is_explained(redis_url, tmp_path):
         {"INDEX": tmp_path / "no-index", "REDIS_URL": redis_url, "INSTANCE": tmp_path / "i"}
     )
     client = app.test_client()
-    response = client.get("/")
+    response = client.get("/archive")
     assert response.status_code == 503
     assert "python -m indexer build" in response.get_data(as_text=True)
     api = client.get("/api/observations")

@@ -24,7 +24,7 @@ def test_embedded_redis_demo_archive_and_clean_stop(tmp_path):
         assert health["ok"] and health["redis"] and len(health["workers"]) == 1
         assert health["index"]["observations"] == 2
 
-        status, body, headers = service.get("/")
+        status, body, headers = service.get("/archive")
         assert status == 200
         assert headers["X-Regio-Version"]
         page = body.decode()

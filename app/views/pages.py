@@ -1,22 +1,75 @@
-"""HTML pages. Thin: each view asks a plain module for data and renders a template."""
+"""HTML pages. Thin: each view asks a plain module for data and renders a template.
+
+- ``/``: the tool (sky viewer, region editor, observation selector, process control, products)
+  for a new session; ``/sessions/<id>``: the same page with a session loaded (shareable URL).
+- ``/sessions``: the user's sessions and their runs. ``/archive``: every indexed observation.
+- ``/runs/<id>/plot/<file>``: the arrays of a spectrum or light curve product, for the page's
+  interactive plots (``app.plots`` reads the OGIP files).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, abort, current_app, jsonify, render_template
 
+from app import auth, plots, runs
 from app.archive import IndexMissing, load_index, observations_by_obsid
+from app.views.api import load_session, session_store
+from app.views.runs_api import db_path, get_run
 
 bp = Blueprint("pages", __name__)
 
 
+def _survey() -> str:
+    """The viewer's background: a remote survey if configured, else the archive's own HiPS."""
+    return current_app.extensions["regio.settings"]["SURVEY"] or "/hips/"
+
+
 @bp.get("/")
 def home():
+    return render_template("tool.html", session_id="", survey=_survey(), access="owner")
+
+
+@bp.get("/sessions/<session_id>")
+def session_page(session_id: str):
+    record = load_session(session_id)
+    return render_template(
+        "tool.html", session_id=session_id, survey=_survey(), access=record["access"]
+    )
+
+
+@bp.get("/sessions")
+def sessions():
+    records = auth.visible_sessions(session_store().list())
+    for record in records:
+        record["runs"] = runs.list_runs(db_path(), record["id"])
+    return render_template("sessions.html", sessions=records)
+
+
+@bp.get("/archive")
+def archive():
     settings = current_app.extensions["regio.settings"]
     try:
         index = load_index(settings)
     except IndexMissing as exc:
-        return render_template("home.html", observations=[], stats=None, problem=str(exc)), 503
+        return render_template("archive.html", observations=[], stats=None, problem=str(exc)), 503
     observations = observations_by_obsid(index.observations())
     return render_template(
-        "home.html", observations=observations, stats=index.stats(), problem=None
+        "archive.html", observations=observations, stats=index.stats(), problem=None
     )
+
+
+@bp.get("/runs/<run_id>/plot/<path:name>")
+def product_plot(run_id: str, name: str):
+    """Arrays to plot a spectrum (rate per keV vs energy, source and scaled background) or a
+    light curve (net rate vs time, background, good-time gaps)."""
+    run = get_run(run_id)
+    try:
+        path = runs.product_path(run.run_dir, name)
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    if not path.is_file():
+        abort(404, description=f"no product {name!s:.100}")
+    try:
+        return jsonify(plots.from_fits(path))
+    except plots.NotPlottable as exc:
+        abort(400, description=str(exc))

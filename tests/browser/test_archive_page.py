@@ -9,9 +9,9 @@ from tests.browser.conftest import shot
 pytestmark = pytest.mark.browser
 
 
-def test_home_page_shows_the_archive(page, live_service, sample_archive):
+def test_archive_page_lists_every_camera(page, live_service, sample_archive):
     truth = json.loads((sample_archive / "truth.json").read_text())
-    page.goto(live_service.url)
+    page.goto(live_service.url + "archive")
     rows = page.get_by_test_id("archive-row")
     assert rows.count() == 3 * len(truth["observations"])
     summary = page.get_by_test_id("archive-summary").inner_text()

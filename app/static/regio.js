@@ -1,0 +1,741 @@
+// Regio page: sky viewer (Aladin Lite), region editor, observation selector, process control,
+// live log and products. Everything goes through the JSON API (/api/openapi.json).
+// Regions are kept as the API's viewer shapes, in ICRS degrees.
+
+const app = document.getElementById('app');
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
+const CAMERA_COLOURS = { EMOS1: '#e6550d', EMOS2: '#31a354', EPN: '#756bb1' };
+const REGION_COLOURS = { source: '#00e5ff', background: '#ffd600' };
+const TERMINAL = ['COMPLETED', 'ERROR', 'ABORTED'];
+
+const state = {
+  sessionId: app.dataset.session || null,
+  session: null,
+  canWrite: ['write', 'owner'].includes(app.dataset.access),
+  tab: 'source',
+  regions: { source: [], background: [] },
+  aladin: null,
+  A: null,
+  overlays: {},
+  coverage: null,
+  coverageLayer: null,
+  cameraLayers: [],
+  scripts: [],
+  run: null,
+  events: null,
+  timer: null,
+};
+
+// ------------------------------------------------------------------------------------ helpers
+
+function say(text, kind = 'error') {
+  const box = $('message');
+  box.textContent = text;
+  box.className = `message message-${kind}`;
+  box.hidden = !text;
+}
+
+async function api(method, url, body) {
+  const options = { method, headers: { 'X-CSRF-Token': csrf } };
+  if (body instanceof FormData) {
+    options.body = body;
+  } else if (body !== undefined) {
+    options.headers['Content-Type'] = 'application/json';
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(url, options);
+  const type = response.headers.get('Content-Type') || '';
+  const data = type.includes('json') ? await response.json() : await response.text();
+  if (!response.ok) {
+    throw new Error((data && data.message) || `${response.status} ${response.statusText}`);
+  }
+  return data;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+const fmt = (value, digits) => (value === null || value === undefined ? '' : Number(value).toFixed(digits));
+
+function bytes(n) {
+  if (n === null || n === undefined) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function angularDistance(ra1, dec1, ra2, dec2) {
+  const r = Math.PI / 180;
+  const a = Math.sin(((dec2 - dec1) * r) / 2) ** 2
+    + Math.cos(dec1 * r) * Math.cos(dec2 * r) * Math.sin(((ra2 - ra1) * r) / 2) ** 2;
+  return (2 * Math.asin(Math.min(1, Math.sqrt(a)))) / r;
+}
+
+// "149.59 -11.06", "09 58 21.6 -11 03 36", "09:58:21.6 -11:03:36", "9h58m21.6s -11d03m36s"
+function parseTarget(text) {
+  const clean = text.trim().replace(/[hdms:°'"]/g, ' ').replace(/,/g, ' ').split(/\s+/).filter(Boolean);
+  const nums = clean.map(Number);
+  if (!clean.length || nums.some((n) => !Number.isFinite(n))) return null;
+  let ra; let dec;
+  if (nums.length === 2) {
+    [ra, dec] = nums;
+  } else if (nums.length === 6) {
+    const sign = clean[3].startsWith('-') ? -1 : 1;
+    ra = 15 * (nums[0] + nums[1] / 60 + nums[2] / 3600);
+    dec = sign * (Math.abs(nums[3]) + nums[4] / 60 + nums[5] / 3600);
+  } else {
+    return null;
+  }
+  if (ra < 0 || ra >= 360 || dec < -90 || dec > 90) return null;
+  return [ra, dec];
+}
+
+// ------------------------------------------------------------------------------------ viewer
+
+async function initViewer() {
+  const probe = document.createElement('canvas');
+  if (!probe.getContext('webgl2')) {
+    $('webgl-problem').hidden = false;
+    $('sky').hidden = true;
+    return;
+  }
+  const { default: A } = await import(app.dataset.aladin);
+  await A.init;
+  let survey = app.dataset.survey;
+  if (survey.startsWith('/')) {
+    const ok = await fetch(`${survey.replace(/\/$/, '')}/properties`, { method: 'GET' }).then((r) => r.ok, () => false);
+    if (!ok) {
+      survey = app.dataset.blankSurvey;
+      say('No sky image of the archive yet (the HiPS is built at start-up): showing the coverage only.', 'info');
+    }
+    survey = new URL(survey, window.location.href).href;
+  }
+  const aladin = A.aladin('#sky', {
+    survey,
+    fov: 1.5,
+    target: '149.59 -11.06',
+    log: false,
+    showReticle: false,
+    showLayersControl: false,
+    showProjectionControl: false,
+    showFullscreenControl: false,
+    showCooGridControl: false,
+    showSimbadPointerControl: false,
+    showShareControl: false,
+    showContextMenu: false,
+    showGotoControl: false,
+  });
+  state.A = A;
+  state.aladin = aladin;
+  for (const name of ['source', 'background']) {
+    state.overlays[name] = A.graphicOverlay({ color: REGION_COLOURS[name], lineWidth: 2, name });
+    aladin.addOverlay(state.overlays[name]);
+  }
+  state.coverage = await api('GET', '/api/coverage').catch(() => null);
+  showCoverage();
+  let pending = null;
+  const remember = () => {
+    if (!state.sessionId || !state.canWrite) return;
+    clearTimeout(pending);
+    pending = setTimeout(() => {
+      const [ra, dec] = aladin.getRaDec();
+      const fov = Math.min(360, aladin.getFov()[0]);
+      api('PUT', `/api/sessions/${state.sessionId}/view`, { ra: ((ra % 360) + 360) % 360, dec, fov }).catch(() => {});
+    }, 800);
+  };
+  aladin.on('positionChanged', remember);
+  aladin.on('zoomChanged', remember);
+}
+
+// The coverage MOC degraded to the slider's order (cells of deeper orders merged into parents).
+function degrade(moc, order) {
+  const out = {};
+  for (const [key, cells] of Object.entries(moc)) {
+    const o = Number(key);
+    const target = Math.min(o, order);
+    const shift = 2 ** (2 * (o - target));
+    const set = out[target] || (out[target] = new Set());
+    for (const c of cells) set.add(Math.floor(c / shift));
+  }
+  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, [...v].sort((a, b) => a - b)]));
+}
+
+function showCoverage() {
+  const { aladin, A } = state;
+  if (!aladin || !state.coverage) return;
+  const order = Number($('moc-order').value);
+  $('moc-order-value').textContent = order;
+  if (state.coverageLayer) aladin.removeLayer(state.coverageLayer);
+  state.coverageLayer = A.MOCFromJSON(degrade(state.coverage, order), {
+    name: 'archive coverage', color: '#ff9900', opacity: 0.15, lineWidth: 1, adaptativeDisplay: false,
+  });
+  aladin.addMOC(state.coverageLayer);
+}
+
+async function showCameraMocs(rows) {
+  const { aladin, A } = state;
+  if (!aladin) return;
+  for (const layer of state.cameraLayers) aladin.removeLayer(layer);
+  state.cameraLayers = [];
+  for (const row of rows) {
+    const moc = await api('GET', `/api/observations/${row.obsid}/${row.camera}/moc`).catch(() => null);
+    if (!moc) continue;
+    const layer = A.MOCFromJSON(moc, {
+      name: `${row.obsid} ${row.camera}`, color: CAMERA_COLOURS[row.camera] || '#ccc', opacity: 0.12, lineWidth: 1,
+    });
+    aladin.addMOC(layer);
+    state.cameraLayers.push(layer);
+  }
+}
+
+// ------------------------------------------------------------------------------ region editor
+
+function drawRegions() {
+  const { A } = state;
+  if (!A) return;
+  for (const name of ['source', 'background']) {
+    const overlay = state.overlays[name];
+    overlay.removeAll();
+    const colour = REGION_COLOURS[name];
+    for (const s of state.regions[name]) {
+      const style = { color: colour, lineWidth: s.exclude ? 1 : 2, lineDash: s.exclude ? [6, 4] : undefined };
+      if (s.type === 'circle') overlay.add(A.circle(s.ra, s.dec, s.radius, style));
+      else if (s.type === 'annulus') {
+        overlay.add(A.circle(s.ra, s.dec, s.outer, style));
+        overlay.add(A.circle(s.ra, s.dec, s.inner, style));
+      } else if (s.type === 'polygon') overlay.add(A.polygon(s.vertices, style));
+      else if (s.type === 'ellipse') overlay.add(A.ellipse(s.ra, s.dec, s.width / 2, s.height / 2, s.angle, style));
+      else if (s.type === 'box') overlay.add(A.polygon(boxCorners(s), style));
+    }
+  }
+}
+
+function boxCorners(s) {
+  const r = Math.PI / 180;
+  const cos = Math.cos(s.angle * r); const sin = Math.sin(s.angle * r);
+  return [[-1, -1], [1, -1], [1, 1], [-1, 1]].map(([u, v]) => {
+    const x = (u * s.width) / 2; const y = (v * s.height) / 2;
+    const east = x * cos - y * sin; const north = x * sin + y * cos;
+    return [s.ra + east / Math.cos(s.dec * r), s.dec + north];
+  });
+}
+
+function setTab(name) {
+  state.tab = name;
+  for (const tab of document.querySelectorAll('.tab')) tab.classList.toggle('active', tab.dataset.tab === name);
+  document.querySelector('.annulus-only').hidden = name !== 'background';
+  renderShapeFields();
+}
+
+const NUMERIC_FIELDS = {
+  circle: [['ra', 'RA (deg)'], ['dec', 'Dec (deg)'], ['radius', 'radius (deg)']],
+  annulus: [['ra', 'RA (deg)'], ['dec', 'Dec (deg)'], ['inner', 'inner (deg)'], ['outer', 'outer (deg)']],
+  ellipse: [['ra', 'RA'], ['dec', 'Dec'], ['width', 'width'], ['height', 'height'], ['angle', 'angle']],
+  box: [['ra', 'RA'], ['dec', 'Dec'], ['width', 'width'], ['height', 'height'], ['angle', 'angle']],
+};
+
+function renderShapeFields() {
+  const box = $('shape-fields');
+  box.replaceChildren();
+  const shapes = state.regions[state.tab];
+  if (!shapes.length) {
+    box.append(el('p', { class: 'muted' }, `No ${state.tab} shape yet.`));
+    return;
+  }
+  shapes.forEach((shape, index) => {
+    const row = el('div', { class: 'shape-row', 'data-testid': 'shape-row' }, el('strong', {}, `${shape.exclude ? '−' : ''}${shape.type}`));
+    for (const [key, label] of NUMERIC_FIELDS[shape.type] || []) {
+      row.append(el('label', {}, `${label} `, el('input', {
+        type: 'number', step: 'any', value: shape[key], 'data-field': key, disabled: !state.canWrite,
+        onchange: (event) => { shape[key] = Number(event.target.value); drawRegions(); },
+      })));
+    }
+    if (shape.type === 'polygon') row.append(` ${shape.vertices.length} vertices`);
+    row.append(el('label', {}, el('input', {
+      type: 'checkbox', checked: !!shape.exclude, disabled: !state.canWrite,
+      onchange: (event) => { shape.exclude = event.target.checked; drawRegions(); renderShapeFields(); },
+    }), ' exclude'));
+    row.append(el('button', {
+      disabled: !state.canWrite, onclick: () => { shapes.splice(index, 1); drawRegions(); renderShapeFields(); },
+    }, 'Remove'));
+    box.append(row);
+  });
+}
+
+function viewToSky(x, y) {
+  const [ra, dec] = state.aladin.pix2world(x, y);
+  return [((ra % 360) + 360) % 360, dec];
+}
+
+function addShape(shape) {
+  state.regions[state.tab].push(shape);
+  drawRegions();
+  renderShapeFields();
+  say('');
+}
+
+function startDrawing(kind) {
+  if (!state.aladin) { say('The sky viewer is not available: import a DS9 file instead.'); return; }
+  say(kind === 'circle' ? 'Press and drag on the sky to draw a circle.' : 'Click the vertices, then click the first one again.', 'info');
+  state.aladin.select(kind === 'circle' ? 'circle' : 'poly', (shape) => {
+    if (kind === 'circle') {
+      const [ra, dec] = viewToSky(shape.x, shape.y);
+      const [ra2, dec2] = viewToSky(shape.x + shape.r, shape.y);
+      const radius = angularDistance(ra, dec, ra2, dec2);
+      if (!(radius > 0)) { say('The circle has no radius: drag further.'); return; }
+      if (state.tab === 'background' && $('as-annulus').checked) {
+        addShape({ type: 'annulus', ra, dec, inner: radius / 2, outer: radius });
+      } else {
+        addShape({ type: 'circle', ra, dec, radius });
+      }
+    } else {
+      const vertices = shape.vertices.map((v) => viewToSky(v.x, v.y));
+      if (vertices.length < 3) { say('A polygon needs at least 3 vertices.'); return; }
+      addShape({ type: 'polygon', vertices });
+    }
+  });
+}
+
+function localProblem() {
+  if (!state.regions.source.length) return 'Draw or type a source region first.';
+  for (const name of ['source', 'background']) {
+    for (const s of state.regions[name]) {
+      if (s.type === 'polygon' && s.vertices.length < 3) return `${name}: a polygon needs at least 3 vertices.`;
+      for (const key of ['radius', 'inner', 'outer', 'width', 'height']) {
+        if (key in s && !(Number(s[key]) > 0)) return `${name} ${s.type}: ${key} must be positive.`;
+      }
+      if (s.type === 'annulus' && !(s.inner < s.outer)) return `${name} annulus: the inner radius must be smaller than the outer one.`;
+      if (!('vertices' in s) && (!(s.dec >= -90 && s.dec <= 90) || !Number.isFinite(s.ra))) return `${name} ${s.type}: bad centre.`;
+    }
+  }
+  return null;
+}
+
+async function accept() {
+  const problem = localProblem();
+  if (problem) { say(problem); return; }
+  const body = { source: state.regions.source, background: state.regions.background.length ? state.regions.background : null };
+  try {
+    const session = state.sessionId
+      ? await api('PUT', `/api/sessions/${state.sessionId}/regions`, body)
+      : await api('POST', '/api/sessions', body);
+    loadSession(session);
+    say(`Regions saved: ${session.coverage.length} covering observation(s).`, 'info');
+  } catch (error) {
+    say(`Not saved: ${error.message}`);
+  }
+}
+
+async function importDs9(file) {
+  if (!file) return;
+  if (file.size > 256 * 1024) { say('That file is too large for a region file.'); return; }
+  const text = await file.text();
+  const form = new FormData();
+  const other = state.tab === 'source' ? 'background' : 'source';
+  form.append(state.tab, new Blob([text], { type: 'text/plain' }), file.name);
+  if (state.session && state.session.regions[`${other}_ds9`]) {
+    form.append(other, new Blob([state.session.regions[`${other}_ds9`]], { type: 'text/plain' }), `${other}.reg`);
+  }
+  try {
+    const session = state.sessionId
+      ? await api('PUT', `/api/sessions/${state.sessionId}/regions`, form)
+      : await api('POST', '/api/sessions', form);
+    loadSession(session);
+    say(`Imported ${file.name}.`, 'info');
+  } catch (error) {
+    say(`Import refused: ${error.message}`);
+  }
+  $('import-ds9').value = '';
+}
+
+function exportDs9() {
+  const regions = state.session && state.session.regions;
+  const text = regions
+    ? `${regions.source_ds9 || ''}${regions.background_ds9 ? `# background\n${regions.background_ds9}` : ''}`
+    : '';
+  if (!text) { say('Accept the regions first, then export them.'); return; }
+  const link = $('export-ds9');
+  link.href = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+}
+
+// ------------------------------------------------------------------------- session and selector
+
+function loadSession(session) {
+  state.session = session;
+  state.sessionId = session.id;
+  state.regions.source = structuredClone(session.regions.source || []);
+  state.regions.background = structuredClone(session.regions.background || []);
+  if (window.location.pathname !== `/sessions/${session.id}`) {
+    window.history.replaceState(null, '', `/sessions/${session.id}`);
+  }
+  $('session-label').textContent = `session ${session.id}`;
+  drawRegions();
+  renderShapeFields();
+  renderObservations();
+  showCameraMocs(session.coverage || []);
+  updateRunButton();
+}
+
+function renderObservations() {
+  const box = $('observations');
+  box.replaceChildren();
+  const coverage = state.session.coverage || [];
+  if (!coverage.length) {
+    box.append(el('p', { class: 'muted' }, 'No observation of the archive covers the source region.'));
+    return;
+  }
+  const selected = new Set(state.session.selection.observations.map((o) => `${o.obsid}/${o.camera}`));
+  for (const camera of ['EMOS1', 'EMOS2', 'EPN']) {
+    const rows = coverage.filter((r) => r.camera === camera);
+    if (!rows.length) continue;
+    const allOn = rows.every((r) => selected.has(`${r.obsid}/${r.camera}`));
+    const table = el('table', { class: 'observations', 'data-camera': camera },
+      el('caption', {},
+        el('span', { class: 'camera-dot', style: `background:${CAMERA_COLOURS[camera]}` }), ` ${camera} (${rows.length}) `,
+        el('label', {}, el('input', {
+          type: 'checkbox', 'data-testid': 'camera-toggle', 'data-camera': camera, checked: !allOn, disabled: !state.canWrite,
+          onchange: (event) => toggleCamera(camera, !event.target.checked),
+        }), ` disable all ${camera}`)),
+      el('thead', {}, el('tr', {}, ['', 'Obs ID', 'Object', 'RA', 'Dec', 'Date', 'Exp. (ks)', 'Filter / mode', 'Coverage', 'Off-axis'].map((h) => el('th', {}, h)))),
+      el('tbody', {}, rows.map((r) => el('tr', { 'data-testid': 'observation-row', 'data-obsid': r.obsid, 'data-camera': r.camera },
+        el('td', {}, el('input', {
+          type: 'checkbox', checked: selected.has(`${r.obsid}/${r.camera}`), disabled: !state.canWrite,
+          'data-testid': 'observation-check', onchange: saveSelection,
+        })),
+        el('td', { class: 'obsid' }, r.obsid), el('td', {}, r.object || ''),
+        el('td', { class: 'num' }, fmt(r.ra_pnt, 4)), el('td', { class: 'num' }, fmt(r.dec_pnt, 4)),
+        el('td', {}, (r.date_obs || '').slice(0, 10)), el('td', { class: 'num' }, fmt((r.exposure || 0) / 1000, 1)),
+        el('td', {}, `${r.filter || ''} / ${r.submode || ''}${r.source === 'expmap' ? ' (exposure map only)' : ''}`),
+        el('td', { class: 'num' }, `${fmt(100 * r.coverage, 0)} %`), el('td', { class: 'num' }, `${fmt(r.offaxis_arcmin, 1)}'`)))));
+    box.append(table);
+  }
+}
+
+function currentSelection() {
+  return [...document.querySelectorAll('[data-testid="observation-row"]')]
+    .filter((row) => row.querySelector('input').checked)
+    .map((row) => ({ obsid: row.dataset.obsid, camera: row.dataset.camera }));
+}
+
+async function saveSelection() {
+  try {
+    const session = await api('PUT', `/api/sessions/${state.sessionId}/selection`, { observations: currentSelection() });
+    state.session = session;
+    updateRunButton();
+  } catch (error) {
+    say(`Selection not saved: ${error.message}`);
+  }
+}
+
+async function toggleCamera(camera, on) {
+  for (const row of document.querySelectorAll(`[data-testid="observation-row"][data-camera="${camera}"]`)) {
+    row.querySelector('input').checked = on;
+  }
+  await saveSelection();
+}
+
+// ---------------------------------------------------------------------------- process control
+
+async function loadScripts() {
+  state.scripts = await api('GET', '/api/scripts').catch(() => []);
+  const select = $('script-select');
+  select.replaceChildren(...state.scripts.map((s) => el('option', { value: s.name }, s.title || s.name)));
+  const preferred = state.scripts.find((s) => s.name === 'generate_spectra');
+  if (preferred) select.value = preferred.name;
+  renderParams();
+}
+
+function currentScript() {
+  return state.scripts.find((s) => s.name === $('script-select').value);
+}
+
+function renderParams() {
+  const script = currentScript();
+  const form = $('params');
+  form.replaceChildren();
+  $('script-doc').textContent = script ? script.documentation : 'No script is installed.';
+  if (!script) return;
+  for (const p of script.parameters) {
+    const id = `param-${p.name}`;
+    let input;
+    if (p.type === 'bool') {
+      input = el('input', { type: 'checkbox', id, name: p.name, checked: !!p.default });
+    } else if (p.type === 'choice') {
+      input = el('select', { id, name: p.name }, p.choices.map((c) => el('option', { value: JSON.stringify(c), selected: c === p.default }, String(c))));
+    } else if (p.type === 'int' || p.type === 'float') {
+      input = el('input', {
+        type: 'number', id, name: p.name, value: p.default ?? '', min: p.min, max: p.max, step: p.type === 'int' ? 1 : 'any', required: p.default === undefined,
+      });
+    } else {
+      input = el('input', { type: 'text', id, name: p.name, value: p.default ?? '' });
+    }
+    form.append(el('div', { class: 'param' },
+      el('label', { for: id }, p.name, p.unit ? ` (${p.unit})` : ''), input,
+      el('span', { class: 'hint' }, p.help || '')));
+  }
+}
+
+function readParams() {
+  const script = currentScript();
+  const params = {};
+  for (const p of script.parameters) {
+    const input = $(`param-${p.name}`);
+    if (p.type === 'bool') params[p.name] = input.checked;
+    else if (p.type === 'choice') params[p.name] = JSON.parse(input.value);
+    else if (p.type === 'int' || p.type === 'float') {
+      if (input.value === '') throw new Error(`${p.name}: give a number`);
+      const value = Number(input.value);
+      if (!Number.isFinite(value) || (p.type === 'int' && !Number.isInteger(value))) throw new Error(`${p.name}: must be ${p.type === 'int' ? 'a whole number' : 'a number'}`);
+      if (p.min !== undefined && p.min !== null && value < p.min) throw new Error(`${p.name}: at least ${p.min}`);
+      if (p.max !== undefined && p.max !== null && value > p.max) throw new Error(`${p.name}: at most ${p.max}`);
+      params[p.name] = value;
+    } else params[p.name] = input.value;
+  }
+  return params;
+}
+
+function updateRunButton() {
+  const running = state.run && !TERMINAL.includes(state.run.phase);
+  const selected = state.session ? state.session.selection.observations.length : 0;
+  $('run-button').disabled = !state.canWrite || !state.sessionId || !selected || running || !currentScript();
+  $('cancel-button').disabled = !state.canWrite || !running;
+}
+
+async function startRun() {
+  let params;
+  try { params = readParams(); } catch (error) { say(`Parameters: ${error.message}`); return; }
+  try {
+    const run = await api('POST', `/api/sessions/${state.sessionId}/runs`, { script: currentScript().name, params });
+    $('run-log').replaceChildren();
+    $('products').querySelector('tbody').replaceChildren();
+    $('plot').replaceChildren();
+    say('');
+    follow(run);
+  } catch (error) {
+    say(`Not started: ${error.message}`);
+  }
+}
+
+function elapsed(run) {
+  if (!run.started) return '';
+  const end = run.ended ? new Date(run.ended) : new Date();
+  const seconds = Math.max(0, Math.round((end - new Date(run.started)) / 1000));
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, '0')}`;
+}
+
+function renderStatus() {
+  const run = state.run;
+  const box = $('run-status');
+  if (!run) { box.textContent = 'No run yet.'; return; }
+  const stages = run.stages || [];
+  let text;
+  if (run.phase === 'QUEUED') {
+    text = `Queued${run.queue_position !== null && run.queue_position !== undefined ? ` (position ${run.queue_position + 1})` : ''}`;
+  } else if (run.phase === 'EXECUTING') {
+    const progress = run.progress_total ? `, ${run.progress_done}/${run.progress_total}` : '';
+    text = `Running: stage ${stages.length} (${run.stage || 'starting'})${progress}, ${elapsed(run)} elapsed`;
+  } else if (run.phase === 'COMPLETED') {
+    text = `Finished in ${elapsed(run)} (${stages.length} stages)`;
+  } else if (run.phase === 'ABORTED') {
+    text = 'Cancelled';
+  } else {
+    text = `Failed${run.failing_stage ? ` in stage ${run.failing_stage}` : ''}: ${run.error || 'see the log'}`;
+  }
+  box.textContent = `${run.script} ${run.id}: ${text}`;
+  box.dataset.phase = run.phase;
+  box.className = `run-status phase-${run.phase.toLowerCase()}`;
+  updateRunButton();
+}
+
+function appendLog(line) {
+  const log = $('run-log');
+  const node = el('span', { class: line.startsWith('[STAGE]') ? 'stage' : line.startsWith('[ERROR]') ? 'error' : '' }, `${line}\n`);
+  if (line.startsWith('[STAGE]')) node.dataset.testid = 'log-stage';
+  log.append(node);
+  log.scrollTop = log.scrollHeight;
+}
+
+async function refreshRun() {
+  if (!state.run) return;
+  state.run = await api('GET', `/api/runs/${state.run.id}`).catch(() => state.run);
+  renderStatus();
+}
+
+function follow(run) {
+  state.run = run;
+  renderStatus();
+  if (state.events) state.events.close();
+  clearInterval(state.timer);
+  $('run-log').replaceChildren();
+  $('bundle').hidden = true;
+  const events = new EventSource(`/api/runs/${run.id}/events`);
+  state.events = events;
+  events.addEventListener('log', (event) => appendLog(event.data));
+  events.addEventListener('state', async () => { await refreshRun(); });
+  events.addEventListener('end', async () => {
+    events.close();
+    clearInterval(state.timer);
+    await refreshRun();
+    await loadProducts(run.id);
+  });
+  state.timer = setInterval(refreshRun, 2000);
+}
+
+async function cancelRun() {
+  if (!state.run) return;
+  try {
+    state.run = await api('POST', `/api/runs/${state.run.id}/cancel`);
+    renderStatus();
+  } catch (error) {
+    say(`Cancel failed: ${error.message}`);
+  }
+}
+
+// ----------------------------------------------------------------------------------- products
+
+async function loadProducts(runId) {
+  const products = await api('GET', `/api/runs/${runId}/products`).catch(() => []);
+  const body = $('products').querySelector('tbody');
+  body.replaceChildren();
+  const byFile = Object.fromEntries(products.map((p) => [p.file, p]));
+  for (const p of products) {
+    if (p.kind === 'plot' && Object.values(byFile).some((q) => q.preview === p.file)) continue; // shown as a thumbnail
+    const preview = p.preview && byFile[p.preview]
+      ? el('img', { src: `${byFile[p.preview].url}?inline=1`, alt: `preview of ${p.file}`, class: 'thumb', loading: 'lazy' })
+      : null;
+    const plottable = p.kind === 'spectrum' || p.kind === 'lightcurve';
+    const row = el('tr', { 'data-testid': 'product-row', 'data-file': p.file, 'data-kind': p.kind },
+      el('td', {}, preview), el('td', {}, el('span', { title: p.description || '' }, p.file)),
+      el('td', { class: 'obsid' }, p.obsid || ''), el('td', {}, p.camera || ''),
+      el('td', {}, (p.date_obs || '').slice(0, 19)), el('td', { class: 'num' }, fmt(p.exposure, 0)),
+      el('td', {}, (p.created || '').slice(0, 19).replace('T', ' ')), el('td', { class: 'num' }, bytes(p.size)),
+      el('td', {},
+        plottable ? el('button', { 'data-testid': 'plot-button', onclick: () => plotProduct(runId, p) }, 'Plot') : null,
+        p.kind === 'image' && preview ? el('button', { onclick: () => showImage(byFile[p.preview]) }, 'View') : null,
+        ' ', el('a', { href: p.url, 'data-testid': 'download-link', download: p.file.split('/').pop() }, 'Download')));
+    body.append(row);
+  }
+  const bundle = $('bundle');
+  bundle.href = `/api/runs/${runId}/bundle.zip`;
+  bundle.hidden = products.length === 0;
+}
+
+function showImage(preview) {
+  $('plot').replaceChildren(el('img', { src: `${preview.url}?inline=1`, class: 'large', alt: preview.file }));
+}
+
+async function plotProduct(runId, product) {
+  const box = $('plot');
+  box.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+  let data;
+  try {
+    data = await api('GET', `/runs/${runId}/plot/${product.file}`);
+  } catch (error) {
+    box.replaceChildren(el('p', { class: 'problem' }, `Cannot plot ${product.file}: ${error.message}`));
+    return;
+  }
+  const names = Object.keys(data.series).filter((n) => !n.endsWith('error'));
+  const colours = ['#1f77b4', '#ff7f0e', '#2ca02c'];
+  const spectrum = data.kind === 'spectrum';
+  const options = {
+    title: `${product.file} (${spectrum ? 'source and scaled background' : 'net rate, background'})`,
+    width: Math.min(900, box.clientWidth || 900),
+    height: 360,
+    scales: { x: { time: false, distr: spectrum ? 3 : 1 }, y: { distr: spectrum ? 3 : 1 } },
+    axes: [{ label: data.x_label }, { label: data.y_label, size: 70 }],
+    series: [{ label: data.x_label, value: (u, v) => (v === null ? '' : v.toPrecision(4)) },
+      ...names.map((n, i) => ({ label: n, stroke: colours[i % 3], points: { show: true, size: 4 }, width: spectrum ? 0 : 1, value: (u, v) => (v === null ? '' : v.toPrecision(4)) }))],
+    hooks: { drawClear: [(u) => shadeGaps(u, data.gaps || [])] },
+  };
+  const rows = [data.x, ...names.map((n) => data.series[n])];
+  box.replaceChildren(el('div', { 'data-testid': 'plot-canvas' }));
+  // eslint-disable-next-line no-undef
+  new uPlot(options, rows, box.firstChild);
+}
+
+function shadeGaps(u, gaps) {
+  const { ctx } = u;
+  ctx.save();
+  ctx.fillStyle = 'rgba(150,150,150,0.25)';
+  for (const [a, b] of gaps) {
+    const x0 = u.valToPos(a, 'x', true); const x1 = u.valToPos(b, 'x', true);
+    ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
+  }
+  ctx.restore();
+}
+
+// --------------------------------------------------------------------------------------- start
+
+function bind() {
+  for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => setTab(tab.dataset.tab));
+  $('draw-circle').addEventListener('click', () => startDrawing('circle'));
+  $('draw-polygon').addEventListener('click', () => startDrawing('polygon'));
+  $('pan').addEventListener('click', () => { if (state.aladin) state.aladin.select(); say(''); });
+  $('region-clear').addEventListener('click', () => { state.regions[state.tab] = []; drawRegions(); renderShapeFields(); });
+  $('region-accept').addEventListener('click', accept);
+  $('import-ds9').addEventListener('change', (event) => importDs9(event.target.files[0]));
+  $('export-ds9').addEventListener('click', exportDs9);
+  $('moc-order').addEventListener('input', showCoverage);
+  $('script-select').addEventListener('change', () => { renderParams(); updateRunButton(); });
+  $('run-button').addEventListener('click', startRun);
+  $('cancel-button').addEventListener('click', cancelRun);
+  $('target').addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter') return;
+    const position = parseTarget(event.target.value);
+    if (!position) { say('Give coordinates as "RA Dec" in degrees or sexagesimal (09 58 21.6 -11 03 36).'); return; }
+    say('');
+    if (state.aladin) state.aladin.gotoRaDec(position[0], position[1]);
+    app.dataset.target = position.join(' ');
+  });
+  if (!state.canWrite) {
+    for (const id of ['draw-circle', 'draw-polygon', 'region-clear', 'region-accept', 'import-ds9']) $(id).disabled = true;
+  }
+}
+
+async function main() {
+  bind();
+  setTab('source');
+  await Promise.all([initViewer().catch((error) => say(`Sky viewer: ${error.message}`)), loadScripts()]);
+  if (state.sessionId) {
+    const session = await api('GET', `/api/sessions/${state.sessionId}`);
+    loadSession(session);
+    if (state.aladin) {
+      if (session.view) {
+        state.aladin.gotoRaDec(session.view.ra, session.view.dec);
+        state.aladin.setFoV(session.view.fov);
+      } else if (session.regions.source && session.regions.source.length) {
+        const s = session.regions.source[0];
+        if (s.ra !== undefined) state.aladin.gotoRaDec(s.ra, s.dec);
+      }
+    }
+    const runs = await api('GET', `/api/sessions/${state.sessionId}/runs`).catch(() => []);
+    if (runs.length) {
+      const latest = runs[0];
+      if (TERMINAL.includes(latest.phase)) {
+        state.run = latest;
+        renderStatus();
+        const log = await fetch(`/api/runs/${latest.id}/log`).then((r) => r.text());
+        log.split('\n').filter(Boolean).forEach(appendLog);
+        await loadProducts(latest.id);
+      } else {
+        follow(latest);
+      }
+    }
+  }
+  updateRunButton();
+  app.dataset.ready = 'true';
+}
+
+main().catch((error) => say(error.message));
