@@ -1,0 +1,184 @@
+"""An astronomer's session in a real browser, against the real service (gunicorn, rq worker,
+Redis, demo-like archive): draw regions, see the coverage, select, run, follow, get products."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from tests.browser.conftest import shot
+
+pytestmark = pytest.mark.browser
+
+
+def ready(page, url):
+    page.goto(url)
+    page.locator("#app[data-ready=true]").wait_for(timeout=60_000)
+
+
+def centre_of_sky(page):
+    box = page.get_by_test_id("sky-view").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def drag_circle(page, dx):
+    page.get_by_test_id("draw-circle").click()
+    x, y = centre_of_sky(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y, steps=6)
+    page.mouse.up()
+
+
+@pytest.fixture
+def bright_source(sample_archive):
+    truth = json.loads((sample_archive / "truth.json").read_text())
+    return next(s for s in truth["sources"] if s["kind"] == "extended")
+
+
+def draw_and_accept(page, source):
+    target = page.get_by_test_id("target-input")
+    target.fill(f"{source['ra']} {source['dec']}")
+    target.press("Enter")
+    page.wait_for_timeout(500)
+    drag_circle(page, 25)
+    page.get_by_test_id("tab-background").click()
+    page.get_by_test_id("as-annulus").check()
+    drag_circle(page, 80)
+    page.get_by_test_id("region-accept").click()
+    page.get_by_test_id("observation-row").first.wait_for(timeout=30_000)
+
+
+def test_draw_select_run_follow_and_download(page, live_service, bright_source, tmp_path):
+    ready(page, live_service.url)
+    shot(page, "01-start")
+    draw_and_accept(page, bright_source)
+    rows = page.get_by_test_id("observation-row")
+    assert rows.count() >= 3
+    shapes = page.get_by_test_id("shape-row")
+    assert shapes.count() == 1 and "annulus" in shapes.first.inner_text()
+    assert "/sessions/" in page.url
+    session_id = page.url.rsplit("/", 1)[1]
+    shot(page, "02-regions-accepted")
+
+    # toggle the pn off: its rows are unchecked and the selection saved has no EPN
+    page.locator('[data-testid="camera-toggle"][data-camera="EPN"]').check()
+    page.wait_for_timeout(500)
+    session = json.loads(live_service.get(f"/api/sessions/{session_id}")[1])
+    cameras = {o["camera"] for o in session["selection"]["observations"]}
+    assert "EPN" not in cameras and cameras, session["selection"]
+    shot(page, "03-pn-off")
+
+    page.get_by_test_id("script-select").select_option("generate_spectra")
+    assert "spectra" in page.get_by_test_id("script-doc").inner_text().lower()
+    page.get_by_test_id("run-button").click()
+    page.get_by_test_id("log-stage").first.wait_for(timeout=60_000)
+    assert "[STAGE]" in page.get_by_test_id("run-log").inner_text()
+    shot(page, "04-running")
+    status = page.get_by_test_id("run-status")
+    page.locator('[data-testid="run-status"][data-phase="COMPLETED"]').wait_for(timeout=240_000)
+    assert "Finished" in status.inner_text()
+    products = page.get_by_test_id("product-row")
+    products.first.wait_for(timeout=30_000)
+    assert products.count() >= 2
+    stages = page.get_by_test_id("log-stage").count()
+    assert stages >= 3
+    shot(page, "05-products")
+
+    page.locator('[data-kind="spectrum"] [data-testid="plot-button"]').first.click()
+    page.get_by_test_id("plot-canvas").locator("canvas").first.wait_for(timeout=20_000)
+    shot(page, "06-spectrum-plot")
+
+    with page.expect_download() as info:
+        page.locator('[data-kind="spectrum"] [data-testid="download-link"]').first.click()
+    downloaded = tmp_path / "product.fits"
+    info.value.save_as(downloaded)
+    assert downloaded.read_bytes()[:6] == b"SIMPLE"
+    with page.expect_download() as info:
+        page.get_by_test_id("bundle-link").click()
+    bundle = tmp_path / "bundle.zip"
+    info.value.save_as(bundle)
+    names = zipfile.ZipFile(bundle).namelist()
+    assert any(n.endswith("log.txt") for n in names)
+    assert any(n.endswith("regions/source.reg") for n in names)
+
+    # the session survives a reload: regions, selection, the finished run and its products
+    page.reload()
+    page.locator("#app[data-ready=true]").wait_for(timeout=60_000)
+    page.get_by_test_id("product-row").first.wait_for(timeout=30_000)
+    assert page.get_by_test_id("observation-row").count() == rows.count()
+    assert page.locator('[data-testid="camera-toggle"][data-camera="EPN"]').is_checked()
+    assert "Finished" in page.get_by_test_id("run-status").inner_text()
+    page.get_by_test_id("tab-background").click()
+    assert "annulus" in page.get_by_test_id("shape-row").first.inner_text()
+    shot(page, "07-after-reload")
+
+    page.goto(live_service.url + "sessions")
+    assert page.locator(f'[data-session="{session_id}"]').count() == 1
+    shot(page, "08-sessions-list")
+
+
+def test_cancel_a_running_script(page, live_service, bright_source):
+    ready(page, live_service.url)
+    draw_and_accept(page, bright_source)
+    page.get_by_test_id("script-select").select_option("generate_lightcurves")
+    bin_size = page.locator("#param-bin_size")
+    bin_size.fill("3")  # many bins: a slow run, long enough to cancel
+    page.get_by_test_id("run-button").click()
+    page.locator('[data-testid="run-status"][data-phase="EXECUTING"]').wait_for(timeout=60_000)
+    page.get_by_test_id("cancel-button").click()
+    page.locator('[data-testid="run-status"][data-phase="ABORTED"]').wait_for(timeout=60_000)
+    assert "Cancelled" in page.get_by_test_id("run-status").inner_text()
+    shot(page, "09-cancelled")
+
+
+def test_bad_editor_input_is_explained_and_changes_nothing(
+    page, live_service, bright_source, tmp_path
+):
+    ready(page, live_service.url)
+    draw_and_accept(page, bright_source)
+    session_id = page.url.rsplit("/", 1)[1]
+    before = live_service.get(f"/api/sessions/{session_id}")[1]
+
+    # a zero radius typed in the numeric fields
+    page.get_by_test_id("tab-source").click()
+    radius = page.get_by_test_id("shape-row").first.locator('input[data-field="radius"]')
+    radius.fill("0")
+    radius.dispatch_event("change")
+    page.get_by_test_id("region-accept").click()
+    assert "must be positive" in page.get_by_test_id("message").inner_text()
+
+    # a polygon of two points: the viewer refuses to make it
+    page.get_by_test_id("region-clear").click()
+    page.get_by_test_id("draw-polygon").click()
+    x, y = centre_of_sky(page)
+    page.mouse.click(x, y)
+    page.mouse.click(x + 40, y)
+    page.mouse.click(x, y)
+    page.wait_for_timeout(300)
+    page.get_by_test_id("region-accept").click()
+    message = page.get_by_test_id("message").inner_text()
+    assert "3 vertices" in message or "source region first" in message
+
+    # a malformed DS9 file
+    bad = tmp_path / "bad.reg"
+    bad.write_text("fk5\ncircle(149.5,-11.0\n")
+    page.get_by_test_id("import-ds9").set_input_files(str(bad))
+    page.locator(".message-error", has_text="Import refused").wait_for(timeout=10_000)
+    assert "cannot parse DS9 region" in page.get_by_test_id("message").inner_text()
+    shot(page, "10-bad-input")
+    assert live_service.get(f"/api/sessions/{session_id}")[1] == before, "nothing stored changed"
+
+
+def test_target_box_moves_the_view(page, live_service):
+    ready(page, live_service.url)
+    target = page.get_by_test_id("target-input")
+    target.fill("09 58 21.6 -11 03 36")
+    target.press("Enter")
+    page.wait_for_timeout(300)
+    assert page.locator("#app").get_attribute("data-target").startswith("149.59")
+    target.fill("not a place")
+    target.press("Enter")
+    assert "Give coordinates" in page.get_by_test_id("message").inner_text()
