@@ -386,6 +386,7 @@ function loadSession(session) {
   renderObservations();
   showCameraMocs(session.coverage || []);
   updateRunButton();
+  loadSharing();
 }
 
 function renderObservations() {
@@ -676,6 +677,44 @@ function shadeGaps(u, gaps) {
   ctx.restore();
 }
 
+// ------------------------------------------------------------------------------------ sharing
+
+async function loadSharing() {
+  const panel = $('sharing');
+  if (!panel || !state.sessionId) return;
+  panel.hidden = false;
+  const people = await api('GET', `/api/sessions/${state.sessionId}/collaborators`).catch(() => []);
+  $('collaborators').replaceChildren(...people.map((c) => el('li', {}, `${c.name} <${c.email}>: ${c.role} `,
+    el('button', {
+      onclick: async () => {
+        await api('DELETE', `/api/sessions/${state.sessionId}/collaborators/${c.user_id}`).catch((e) => say(e.message));
+        loadSharing();
+      },
+    }, 'Remove'))));
+}
+
+function bindSharing() {
+  if (!$('sharing')) return;
+  $('share-link-button').addEventListener('click', async () => {
+    try {
+      const link = await api('POST', `/api/sessions/${state.sessionId}/share-links`);
+      const box = $('share-link');
+      box.value = link.url;
+      box.hidden = false;
+      box.select();
+      say('Anyone with this link can see the session, its runs and products (read only).', 'info');
+    } catch (error) { say(`No link: ${error.message}`); }
+  });
+  $('collaborator-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      await api('POST', `/api/sessions/${state.sessionId}/collaborators`, { email: $('collaborator-email').value, role: $('collaborator-role').value });
+      $('collaborator-email').value = '';
+      loadSharing();
+    } catch (error) { say(`Not shared: ${error.message}`); }
+  });
+}
+
 // --------------------------------------------------------------------------------------- start
 
 function bind() {
@@ -699,6 +738,7 @@ function bind() {
     if (state.aladin) state.aladin.gotoRaDec(position[0], position[1]);
     app.dataset.target = position.join(' ');
   });
+  bindSharing();
   if (!state.canWrite) {
     for (const id of ['draw-circle', 'draw-polygon', 'region-clear', 'region-accept', 'import-ds9']) $(id).disabled = true;
   }

@@ -38,6 +38,22 @@ def live_service(sample_archive, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def live_accounts_service(sample_archive, tmp_path_factory):
+    """The real service with accounts on (REGIO_AUTH=accounts) and open sign-up."""
+    from app.redis_server import free_port
+
+    tmp = tmp_path_factory.mktemp("live-accounts")
+    port = free_port()
+    env = service_env(
+        tmp, ARCHIVE=sample_archive, AUTH="accounts", SIGNUP="true", PORT=port,
+        BASE_URL=f"http://127.0.0.1:{port}",
+    )  # fmt: skip
+    service = start_service(tmp, env)
+    yield service
+    service.stop(signal.SIGINT)
+
+
+@pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -50,23 +66,39 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.requested_urls = []
-    page.on("request", lambda req: page.requested_urls.append(req.url))
-    yield page
+def new_page(browser, request):
+    """Open pages in fresh browser contexts (no shared cookies); every request is recorded and
+    the test fails if one leaves 127.0.0.1."""
+    opened = []
+
+    def make():
+        context = browser.new_context(
+            viewport={"width": 1400, "height": 900}, accept_downloads=True
+        )
+        page = context.new_page()
+        page.requested_urls = []
+        page.on("request", lambda req: page.requested_urls.append(req.url))
+        opened.append((context, page))
+        return page
+
+    yield make
     failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        shot(page, f"FAILED-{request.node.name}")
-    context.close()
-    outside = [
-        u
-        for u in page.requested_urls
-        if urlparse(u).scheme in ("http", "https", "ws", "wss")
-        and urlparse(u).hostname not in ("127.0.0.1", "localhost")
-    ]
-    assert outside == [], f"the page made requests that leave 127.0.0.1: {outside}"
+    for number, (context, page) in enumerate(opened):
+        if failed is not None and failed.failed:
+            shot(page, f"FAILED-{request.node.name}-{number}")
+        context.close()
+        outside = [
+            u
+            for u in page.requested_urls
+            if urlparse(u).scheme in ("http", "https", "ws", "wss")
+            and urlparse(u).hostname not in ("127.0.0.1", "localhost")
+        ]
+        assert outside == [], f"the page made requests that leave 127.0.0.1: {outside}"
+
+
+@pytest.fixture
+def page(new_page):
+    return new_page()
 
 
 def shot(page, name: str) -> Path:
