@@ -290,6 +290,8 @@ def test_run_lifecycle_log_products_and_bundle(client, truth, worker):
     first = products[0]
     with client.get(first["url"]) as download:
         assert download.status_code == 200 and len(download.data) == first["size"]
+    with client.get(f"/api/runs/{run['id']}/products/no-such-file.fits") as missing:
+        assert missing.status_code == 404 and "no product" in missing.get_json()["message"]
     for bad in ("../input.json", "..%2Finput.json", "%2Fetc%2Fpasswd", "output/../../input.json"):
         with client.get(f"/api/runs/{run['id']}/products/{bad}") as response:
             # refused, not found, or redirected to a normalised path that is then not found

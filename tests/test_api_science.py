@@ -72,6 +72,11 @@ def test_spectra_of_the_cluster_through_the_service(env, worker):
         assert download.status_code == 200
         path = env["SESSIONS"] / "download.pha"
         path.write_bytes(download.data)
+    plot = client.get(f"/runs/{run['id']}/plot/{first['file']}").get_json()
+    assert plot["kind"] == "spectrum" and len(plot["x"]) == len(plot["series"]["source"]) > 10
+    assert "background" in plot["series"], "the BACKFILE is found and scaled"
+    assert client.get(f"/runs/{run['id']}/plot/provenance.json").status_code == 400
+    assert client.get(f"/runs/{run['id']}/plot/no-such.pha").status_code == 404
     with fits.open(path) as hdul:
         header = hdul["SPECTRUM"].header
         assert header["HDUCLASS"] == "OGIP" and header["EXPOSURE"] > 0

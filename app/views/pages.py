@@ -14,7 +14,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template
 from app import auth, plots, runs
 from app.archive import IndexMissing, load_index, observations_by_obsid
 from app.views.api import load_session, session_store
-from app.views.runs_api import db_path, get_run
+from app.views.runs_api import db_path, product_file
 
 bp = Blueprint("pages", __name__)
 
@@ -62,13 +62,7 @@ def archive():
 def product_plot(run_id: str, name: str):
     """Arrays to plot a spectrum (rate per keV vs energy, source and scaled background) or a
     light curve (net rate vs time, background, good-time gaps)."""
-    run = get_run(run_id)
-    try:
-        path = runs.product_path(run.run_dir, name)
-    except ValueError as exc:
-        abort(400, description=str(exc))
-    if not path.is_file():
-        abort(404, description=f"no product {name!s:.100}")
+    path = product_file(run_id, name)
     try:
         return jsonify(plots.from_fits(path))
     except plots.NotPlottable as exc:

@@ -229,16 +229,21 @@ def run_products(run_id: str):
     return jsonify(products)
 
 
+def product_file(run_id: str, name: str):
+    """The file of a product the request may read: 400 for a bad name, 404 when absent."""
+    run = get_run(run_id)
+    try:
+        return runs.product_path(run.run_dir, name)
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    except FileNotFoundError:
+        abort(404, description=f"no product {name!s:.100} in run {run.id}")
+
+
 @bp.get("/runs/<run_id>/products/<path:name>")
 def run_product(run_id: str, name: str):
     """Download one product file."""
-    run = get_run(run_id)
-    try:
-        path = runs.product_path(run.run_dir, name)
-    except ValueError as exc:
-        abort(400, description=str(exc))
-    if not path.is_file():
-        abort(404, description=f"no product {name!s:.100} in run {run.id}")
+    path = product_file(run_id, name)
     return send_file(path, as_attachment=request.args.get("inline") != "1", max_age=0)
 
 
