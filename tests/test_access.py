@@ -284,3 +284,49 @@ def test_single_user_mode_needs_no_login(tmp_path, sample_index, redis_url):
         headers={"Sec-Fetch-Site": "cross-site"},
     )
     assert response.status_code == 403, "a cross-site browser request is refused"
+
+
+def test_password_reset_by_e_mailed_link(tmp_path, sample_index, redis_url):
+    from tests.test_notify import Controller, Mailbox, free_port
+
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app = create_app(
+            {"INDEX": sample_index, "REDIS_URL": redis_url, "INSTANCE": tmp_path,
+             "SESSIONS": tmp_path / "s", "AUTH": "accounts", "SMTP_HOST": "127.0.0.1",
+             "SMTP_PORT": port, "BASE_URL": "http://regio.example"}
+        )  # fmt: skip
+        db = accounts.db_path(tmp_path / "s")
+        accounts.create_user(db, "ana@example.org", "Ana", PASSWORD)
+        client = app.test_client()
+        for email in ("ana@example.org", "nobody@example.org"):
+            token = _csrf(client, "/password-reset")
+            response = client.post("/password-reset", data={"email": email, "csrf_token": token})
+            assert response.status_code == 302  # the same answer for both: no address enumeration
+        assert len(mailbox.messages) == 1 and mailbox.recipients == [["ana@example.org"]]
+        link = re.search(r"http://regio\.example(/password-reset/\S+)", mailbox.bodies()[0]).group(
+            1
+        )
+        token = _csrf(client, link)
+        new = "a new and rather long password"
+        response = client.post(link, data={"password": new, "password2": new, "csrf_token": token})
+        assert response.status_code == 302
+        assert accounts.authenticate(db, "ana@example.org", new) is not None
+        assert accounts.authenticate(db, "ana@example.org", PASSWORD) is None
+        token = _csrf(client, link)
+        response = client.post(link, data={"password": new, "password2": new, "csrf_token": token})
+        assert response.status_code == 400, "a reset link works once"
+    finally:
+        controller.stop()
+
+
+def test_staff_cancel_any_run_from_the_admin_page(world, app):
+    client, rid = world["client"], world["rid"]
+    response = client.post(f"/admin/runs/{rid}/cancel", headers=world["headers"]["other"])
+    assert response.status_code == 404
+    response = client.post(f"/admin/runs/{rid}/cancel", headers=world["headers"]["staff"])
+    assert response.status_code == 302
+    run = client.get(f"/api/runs/{rid}", headers=world["headers"]["owner"]).get_json()
+    assert run["phase"] == "ABORTED"
