@@ -763,6 +763,10 @@ async function main() {
     const runs = await api('GET', `/api/sessions/${state.sessionId}/runs`).catch(() => []);
     if (runs.length) {
       const latest = runs[0];
+      if (state.scripts.some((sc) => sc.name === latest.script)) {
+        $('script-select').value = latest.script;
+        renderParams();
+      }
       if (TERMINAL.includes(latest.phase)) {
         state.run = latest;
         renderStatus();
