@@ -81,8 +81,11 @@ READ = (OK, OK, OK, HIDDEN, LOGIN, OK, OK)
 WRITE = (OK, FORBIDDEN, OK, HIDDEN, LOGIN, LOGIN, OK)
 OWNER = (OK, FORBIDDEN, FORBIDDEN, HIDDEN, LOGIN, FORBIDDEN, OK)
 OWNER_WRITE = (OK, FORBIDDEN, FORBIDDEN, HIDDEN, LOGIN, LOGIN, OK)
+PAGE = (OK, OK, OK, HIDDEN, 302, OK, OK)  # anonymous visitors of pages go to the login page
 
 MATRIX = [
+    ("get", "/sessions/{sid}", None, PAGE),
+    ("get", "/runs/{rid}/plot/none.pha", None, (404, 404, 404, 404, 302, 404, 404)),
     ("get", "/api/sessions/{sid}", None, READ),
     ("get", "/api/sessions/{sid}/runs", None, READ),
     ("get", "/api/runs/{rid}", None, READ),
