@@ -239,12 +239,15 @@ function setTab(name) {
   renderShapeFields();
 }
 
+// [key, label, scale]: sizes are typed in arcseconds (the API stores degrees).
 const NUMERIC_FIELDS = {
-  circle: [['ra', 'RA (deg)'], ['dec', 'Dec (deg)'], ['radius', 'radius (deg)']],
-  annulus: [['ra', 'RA (deg)'], ['dec', 'Dec (deg)'], ['inner', 'inner (deg)'], ['outer', 'outer (deg)']],
-  ellipse: [['ra', 'RA'], ['dec', 'Dec'], ['width', 'width'], ['height', 'height'], ['angle', 'angle']],
-  box: [['ra', 'RA'], ['dec', 'Dec'], ['width', 'width'], ['height', 'height'], ['angle', 'angle']],
+  circle: [['ra', 'RA (°)', 1], ['dec', 'Dec (°)', 1], ['radius', 'radius (″)', 3600]],
+  annulus: [['ra', 'RA (°)', 1], ['dec', 'Dec (°)', 1], ['inner', 'inner (″)', 3600], ['outer', 'outer (″)', 3600]],
+  ellipse: [['ra', 'RA (°)', 1], ['dec', 'Dec (°)', 1], ['width', 'width (″)', 3600], ['height', 'height (″)', 3600], ['angle', 'angle (°)', 1]],
+  box: [['ra', 'RA (°)', 1], ['dec', 'Dec (°)', 1], ['width', 'width (″)', 3600], ['height', 'height (″)', 3600], ['angle', 'angle (°)', 1]],
 };
+
+const shown = (value, scale) => (scale === 1 ? value : Number((value * scale).toPrecision(6)));
 
 function renderShapeFields() {
   const box = $('shape-fields');
@@ -256,11 +259,20 @@ function renderShapeFields() {
   }
   shapes.forEach((shape, index) => {
     const row = el('div', { class: 'shape-row', 'data-testid': 'shape-row' }, el('strong', {}, `${shape.exclude ? '−' : ''}${shape.type}`));
-    for (const [key, label] of NUMERIC_FIELDS[shape.type] || []) {
+    for (const [key, label, scale] of NUMERIC_FIELDS[shape.type] || []) {
       row.append(el('label', {}, `${label} `, el('input', {
-        type: 'number', step: 'any', value: shape[key], 'data-field': key, disabled: !state.canWrite,
-        onchange: (event) => { shape[key] = Number(event.target.value); drawRegions(); },
+        type: 'number', step: 'any', value: shown(shape[key], scale), 'data-field': key, disabled: !state.canWrite,
+        onchange: (event) => { shape[key] = Number(event.target.value) / scale; drawRegions(); },
       })));
+    }
+    if (state.tab === 'background' && shape.type === 'circle') {
+      row.append(el('button', {
+        'data-testid': 'make-annulus', disabled: !state.canWrite, title: 'keep this circle as the outer edge, inner radius half of it',
+        onclick: () => {
+          shapes[index] = { type: 'annulus', ra: shape.ra, dec: shape.dec, inner: shape.radius / 2, outer: shape.radius, ...(shape.exclude ? { exclude: true } : {}) };
+          drawRegions(); renderShapeFields();
+        },
+      }, 'Make annulus'));
     }
     if (shape.type === 'polygon') row.append(` ${shape.vertices.length} vertices`);
     row.append(el('label', {}, el('input', {
@@ -289,6 +301,7 @@ function addShape(shape) {
 function startDrawing(kind) {
   if (!state.aladin) { say('The sky viewer is not available: import a DS9 file instead.'); return; }
   say(kind === 'circle' ? 'Press and drag on the sky to draw a circle.' : 'Click the vertices, then click the first one again.', 'info');
+  if (kind === 'polygon') watchTinyPolygon();
   state.aladin.select(kind === 'circle' ? 'circle' : 'poly', (shape) => {
     if (kind === 'circle') {
       const [ra, dec] = viewToSky(shape.x, shape.y);
@@ -306,6 +319,22 @@ function startDrawing(kind) {
       addShape({ type: 'polygon', vertices });
     }
   });
+}
+
+// Aladin Lite (3.8.2) ends a polygon selection of 1 or 2 vertices with a console warning and no
+// callback: catch that warning while the polygon tool is active and tell the user.
+function watchTinyPolygon() {
+  if (console.warn.regioWatch) return;
+  const original = console.warn;
+  const watch = (...args) => {
+    if (String(args[0]).includes('at least a 3 vertices polygon')) {
+      say('A polygon needs at least 3 vertices: nothing was added. Click 3 or more points, then the first one.');
+      console.warn = original;
+    }
+    return original.apply(console, args);
+  };
+  watch.regioWatch = true;
+  console.warn = watch;
 }
 
 function localProblem() {
@@ -360,13 +389,17 @@ async function importDs9(file) {
   $('import-ds9').value = '';
 }
 
-function exportDs9() {
+function exportDs9(event) {
   const regions = state.session && state.session.regions;
-  const text = regions
-    ? `${regions.source_ds9 || ''}${regions.background_ds9 ? `# background\n${regions.background_ds9}` : ''}`
-    : '';
-  if (!text) { say('Accept the regions first, then export them.'); return; }
+  const text = regions && regions[`${state.tab}_ds9`];
   const link = $('export-ds9');
+  if (!text) {
+    event.preventDefault();
+    say(`No saved ${state.tab} region to export: draw it and press Accept first.`);
+    return;
+  }
+  if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href);
+  link.download = `regio-${state.sessionId}-${state.tab}.reg`;
   link.href = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
 }
 
@@ -409,17 +442,22 @@ function renderObservations() {
           type: 'checkbox', 'data-testid': 'camera-toggle', 'data-camera': camera, checked: !allOn, disabled: !state.canWrite,
           onchange: (event) => toggleCamera(camera, !event.target.checked),
         }), ` disable all ${camera}`)),
-      el('thead', {}, el('tr', {}, ['', 'Obs ID', 'Object', 'RA', 'Dec', 'Date', 'Exp. (ks)', 'Filter / mode', 'Coverage', 'Off-axis'].map((h) => el('th', {}, h)))),
+      el('thead', {}, el('tr', {}, ['', 'Obs ID', 'Object / observer', 'RA / Dec', 'Date', 'Exp. (ks)', 'Filter / mode', 'Coverage', 'Off-axis']
+        .map((h) => el('th', {}, h)))),
       el('tbody', {}, rows.map((r) => el('tr', { 'data-testid': 'observation-row', 'data-obsid': r.obsid, 'data-camera': r.camera },
         el('td', {}, el('input', {
           type: 'checkbox', checked: selected.has(`${r.obsid}/${r.camera}`), disabled: !state.canWrite,
-          'data-testid': 'observation-check', onchange: saveSelection,
+          'data-testid': 'observation-check', onchange: saveSelection, 'aria-label': `use ${r.obsid} ${r.camera}`,
         })),
-        el('td', { class: 'obsid' }, r.obsid), el('td', {}, r.object || ''),
-        el('td', { class: 'num' }, fmt(r.ra_pnt, 4)), el('td', { class: 'num' }, fmt(r.dec_pnt, 4)),
+        el('td', { class: 'obsid' }, r.obsid),
+        el('td', { class: 'wrap' }, r.object || '', el('span', { class: 'sub' }, r.observer || '')),
+        el('td', { class: 'num' }, fmt(r.ra_pnt, 4), el('span', { class: 'sub' }, fmt(r.dec_pnt, 4))),
         el('td', {}, (r.date_obs || '').slice(0, 10)), el('td', { class: 'num' }, fmt((r.exposure || 0) / 1000, 1)),
-        el('td', {}, `${r.filter || ''} / ${r.submode || ''}${r.source === 'expmap' ? ' (exposure map only)' : ''}`),
-        el('td', { class: 'num' }, `${fmt(100 * r.coverage, 0)} %`), el('td', { class: 'num' }, `${fmt(r.offaxis_arcmin, 1)}'`)))));
+        el('td', { class: 'wrap' }, r.filter || '', el('span', { class: 'sub' }, `${r.submode || ''}${r.source === 'expmap' ? ' (exposure map only)' : ''}`)),
+        el('td', { class: 'num', title: 'fraction of the source (and background) region on this camera' },
+          `${fmt(100 * r.coverage, 0)} %`,
+          r.background_coverage !== undefined ? el('span', { class: 'sub' }, `bkg ${fmt(100 * r.background_coverage, 0)} %`) : null),
+        el('td', { class: 'num', title: 'distance of the source from the pointing' }, `${fmt(r.offaxis_arcmin, 1)}′`)))));
     box.append(table);
   }
 }
@@ -434,9 +472,18 @@ async function saveSelection() {
   try {
     const session = await api('PUT', `/api/sessions/${state.sessionId}/selection`, { observations: currentSelection() });
     state.session = session;
+    syncCameraToggles();
     updateRunButton();
   } catch (error) {
     say(`Selection not saved: ${error.message}`);
+  }
+}
+
+// "disable all <camera>" is ticked when none of that camera's rows is selected.
+function syncCameraToggles() {
+  for (const toggle of document.querySelectorAll('[data-testid="camera-toggle"]')) {
+    const rows = document.querySelectorAll(`[data-testid="observation-row"][data-camera="${toggle.dataset.camera}"] input`);
+    toggle.checked = [...rows].every((input) => !input.checked);
   }
 }
 
@@ -657,7 +704,7 @@ async function plotProduct(runId, product) {
     scales: { x: { time: false, distr: spectrum ? 3 : 1 }, y: { distr: spectrum ? 3 : 1 } },
     axes: [{ label: data.x_label }, { label: data.y_label, size: 70 }],
     series: [{ label: data.x_label, value: (u, v) => (v === null ? '' : v.toPrecision(4)) },
-      ...names.map((n, i) => ({ label: n, stroke: colours[i % 3], points: { show: true, size: 4 }, width: spectrum ? 0 : 1, value: (u, v) => (v === null ? '' : v.toPrecision(4)) }))],
+      ...names.map((n, i) => ({ label: n, stroke: n.startsWith('background') ? '#ff7f0e' : (n.startsWith('source') || n.startsWith('net') || n.startsWith('rate')) ? '#1f77b4' : colours[i % 3], points: { show: true, size: 4 }, width: spectrum ? 0 : 1, value: (u, v) => (v === null ? '' : v.toPrecision(4)) }))],
     hooks: { drawClear: [(u) => shadeGaps(u, data.gaps || [])] },
   };
   const rows = [data.x, ...names.map((n) => data.series[n])];

@@ -39,6 +39,7 @@ def test_sign_up_run_share_and_open_the_link_anonymously(
     page.get_by_test_id("product-row").first.wait_for(timeout=30_000)
     products = page.get_by_test_id("product-row").count()
     page.get_by_test_id("share-link-button").click()
+    page.get_by_test_id("share-link").wait_for()  # shown once the link is made
     link = page.get_by_test_id("share-link").input_value()
     assert link.startswith(url.rstrip("/") + "/share/")
     shot(page, "11-owner-shares")
