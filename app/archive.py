@@ -8,18 +8,15 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from indexer.index import Index, IndexNotFound
+from indexer.index import Index
 
 CAMERA_ORDER = {"EMOS1": 0, "EMOS2": 1, "EPN": 2}
-
-
-IndexMissing = IndexNotFound  # the app's name for "the index is not built (or unreadable)"
 
 
 def load_index(settings: Mapping[str, Any]) -> Index:
     """The index named by the REGIO_INDEX setting (cached per process by ``Index.load``).
 
-    Raises ``IndexMissing`` with a message that says how to build it.
+    Raises ``IndexNotFound`` with a message that says how to build it.
     """
     return Index.load(Path(settings["INDEX"]))
 

@@ -15,7 +15,7 @@ from astropy.io import fits
 
 from app import shapes
 from app.sessions import SessionStore
-from indexer.footprint import _column_wcs as column_wcs
+from indexer.footprint import column_wcs
 
 
 class InputError(ValueError):

@@ -168,7 +168,7 @@ def _events_hdu(hdul: fits.HDUList) -> fits.BinTableHDU | None:
         if hdu.name != "EVENTS" or not isinstance(hdu, fits.BinTableHDU):
             continue
         names = {name.upper() for name in hdu.columns.names}
-        if {"X", "Y", "CCDNR"} <= names and _column_wcs(hdu.header) is not None:
+        if {"X", "Y", "CCDNR"} <= names and column_wcs(hdu.header) is not None:
             return hdu
     return None
 
@@ -237,7 +237,7 @@ def _column_numbers(header: fits.Header) -> dict[str, int]:
     }
 
 
-def _column_wcs(header: fits.Header) -> WCS | None:
+def column_wcs(header: fits.Header) -> WCS | None:
     """The celestial WCS of the X/Y columns of an event table, or None."""
     columns = _column_numbers(header)
     if "X" not in columns or "Y" not in columns:
@@ -272,7 +272,7 @@ def _column_limits(header: fits.Header, name: str) -> tuple[float, float, int | 
 def events_moc(hdu: fits.BinTableHDU, depth: int = INDEX_DEPTH) -> MOC:
     """Footprint MOC of an EPIC event list: per-CCD outlines of its events (see module doc)."""
     header = hdu.header
-    wcs = _column_wcs(header)
+    wcs = column_wcs(header)
     data = hdu.data
     x = np.asarray(data["X"], dtype=float)
     y = np.asarray(data["Y"], dtype=float)

@@ -62,7 +62,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from indexer.footprint import _column_wcs
+from indexer.footprint import column_wcs
 
 Progress = Callable[[str], None]
 
@@ -206,7 +206,7 @@ class EventReader:
         self._numbers = {name.upper(): i for i, name in enumerate(native.names, start=1)}
         by_upper = {name.upper(): name for name in native.names}
         missing = [name for name in ("X", "Y", "PI") if name not in by_upper]
-        if missing or _column_wcs(header) is None:
+        if missing or column_wcs(header) is None:
             raise ValueError(f"EVENTS table without {', '.join(missing) or 'a sky WCS on X/Y'}")
         if native.itemsize != self.row_bytes:
             raise ValueError(f"unexpected row layout ({native.itemsize} != {self.row_bytes})")
@@ -355,7 +355,7 @@ def bin_events(path: Path, camera: str, group: Group, counts: np.ndarray) -> int
     many were added. Raises ``ValueError``/``OSError`` for unreadable files."""
     added = 0
     with EventReader(path) as reader:
-        events_wcs = _column_wcs(reader.header)
+        events_wcs = column_wcs(reader.header)
         for chunk in reader.chunks():
             keep = standard_filter(camera, chunk)
             keep &= np.isfinite(chunk["X"]) & np.isfinite(chunk["Y"])

@@ -19,7 +19,7 @@ from astropy.io import fits
 
 from app import shapes
 from app.catalog import load_script
-from indexer.footprint import _column_wcs, metadata
+from indexer.footprint import column_wcs, metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -30,7 +30,7 @@ def observation_entry(path: Path, source: str, background: str | None) -> dict[s
     with fits.open(path) as hdul:
         primary, header = hdul[0].header, hdul["EVENTS"].header
         meta = metadata(primary, header, "events")
-        wcs = _column_wcs(header)
+        wcs = column_wcs(header)
         n_events = int(header["NAXIS2"])
     meta.update(
         camera=meta["camera"],

@@ -13,7 +13,7 @@ from astropy.table import Table
 from astropy.timeseries import LombScargle
 from astropy.wcs import WCS
 
-from indexer.footprint import _column_wcs
+from indexer.footprint import column_wcs
 from tests.science_helpers import build_input, products, run_script
 
 CLUSTER = (149.59, -11.06)
@@ -145,7 +145,7 @@ def test_images_have_a_sky_wcs_and_all_band_events(real_data, tmp_path):
     assert image[iy, ix] == in_pixel.sum()
     # the WCS puts an event's sky position in its image pixel
     k = np.flatnonzero(in_pixel)[0]
-    ra, dec = _column_wcs(evh).all_pix2world([[d["X"][k], d["Y"][k]]], 1)[0]
+    ra, dec = column_wcs(evh).all_pix2world([[d["X"][k], d["Y"][k]]], 1)[0]
     px, py = wcs.all_world2pix([[ra, dec]], 1)[0]
     assert math.hypot(px - (ix + 1), py - (iy + 1)) < 0.75
     entries = {e["file"]: e for e in products(out)}

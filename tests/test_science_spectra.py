@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from indexer.footprint import _column_wcs
+from indexer.footprint import column_wcs
 from tests.science_helpers import build_input, plain_count, products, run_script
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sas-reference"
@@ -34,7 +34,7 @@ GUIDE_KEYWORDS = (
 def pixel_circle(path: Path, ra: float, dec: float, radius_deg: float):
     """Centre and radius of a sky circle in the list's X/Y (1-based column values)."""
     with fits.open(path) as hdul:
-        wcs = _column_wcs(hdul["EVENTS"].header)
+        wcs = column_wcs(hdul["EVENTS"].header)
     x0, y0 = wcs.all_world2pix([[ra, dec]], 1)[0]
     return x0, y0, radius_deg / abs(wcs.wcs.cdelt[0])
 

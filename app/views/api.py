@@ -14,8 +14,9 @@ from flask import Blueprint, abort, current_app, jsonify, request, url_for
 from rq import Worker
 
 from app import __version__, accounts, auth, shapes
-from app.archive import IndexMissing, load_index
+from app.archive import load_index
 from app.sessions import SelectionError, SessionNotFound, SessionStore
+from indexer.index import IndexNotFound
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -62,7 +63,7 @@ def regions_body() -> dict[str, Any]:
 def index_or_503():
     try:
         return load_index(settings())
-    except IndexMissing as exc:
+    except IndexNotFound as exc:
         abort(503, description=str(exc))
 
 
@@ -130,7 +131,7 @@ def health():
         current_app.logger.warning("redis unreachable: %s", exc)
     try:
         index = load_index(settings()).stats()
-    except IndexMissing as exc:
+    except IndexNotFound as exc:
         index = {"error": str(exc)}
     ok = redis_ok and "error" not in index
     body = {"version": __version__, "ok": ok, "redis": redis_ok, "workers": workers, "index": index}

@@ -12,9 +12,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, jsonify, render_template
 
 from app import auth, plots, runs
-from app.archive import IndexMissing, load_index, observations_by_obsid
+from app.archive import load_index, observations_by_obsid
 from app.views.api import load_session, session_store
 from app.views.runs_api import db_path, product_file
+from indexer.index import IndexNotFound
 
 bp = Blueprint("pages", __name__)
 
@@ -50,7 +51,7 @@ def archive():
     settings = current_app.extensions["regio.settings"]
     try:
         index = load_index(settings)
-    except IndexMissing as exc:
+    except IndexNotFound as exc:
         return render_template("archive.html", observations=[], stats=None, problem=str(exc)), 503
     observations = observations_by_obsid(index.observations())
     return render_template(
