@@ -782,8 +782,11 @@ function bind() {
     const position = parseTarget(event.target.value);
     if (!position) { say('Give coordinates as "RA Dec" in degrees or sexagesimal (09 58 21.6 -11 03 36).'); return; }
     say('');
-    if (state.aladin) state.aladin.gotoRaDec(position[0], position[1]);
     app.dataset.target = position.join(' ');
+    if (state.aladin) {
+      state.aladin.gotoRaDec(position[0], position[1]);
+      app.dataset.view = state.aladin.getRaDec().join(' '); // where the viewer really is now
+    }
   });
   bindSharing();
   if (!state.canWrite) {

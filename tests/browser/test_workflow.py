@@ -215,6 +215,8 @@ def test_target_box_moves_the_view(page, live_service):
     target.press("Enter")
     page.wait_for_timeout(300)
     assert page.locator("#app").get_attribute("data-target").startswith("149.59")
+    ra, dec = map(float, page.locator("#app").get_attribute("data-view").split())
+    assert abs(ra - 149.59) < 1e-3 and abs(dec + 11.06) < 1e-3, "the sky view moved there"
     target.fill("not a place")
     target.press("Enter")
     assert "Give coordinates" in page.get_by_test_id("message").inner_text()
