@@ -50,7 +50,7 @@ def prepare_archive(values: Mapping[str, Any]) -> list[Path]:
         return dirs
     demo = dirs[0]
     if not (demo / "truth.json").exists():
-        from indexer.sample import generate_archive
+        from demo.archive import generate_archive
 
         n, seed = values["DEMO_OBSERVATIONS"], values["DEMO_SEED"]
         log(f"generating the demo archive ({n} observations, seed {seed}) in {demo} ...")

@@ -13,7 +13,7 @@ better; goal >= 5.
 ``bytes_per_event``: peak memory traced (``tracemalloc``) during the streaming extraction,
 divided by the number of events in the list. Lower is better; goal <= 100.
 
-The event list is the pn list of ``indexer.sample.generate_archive(observations=1,
+The event list is the pn list of ``demo.xmm_epic.generate_archive(observations=1,
 events_scale=20)`` in ``bench/out/extract-archive`` (made if absent). Each timing is the best of
 ``REPEATS``. Run: ``.venv/bin/python bench/extract.py``; the last line is ``RESULT ...``.
 """
@@ -47,7 +47,7 @@ RADIUS = 1200.0  # sky pixels (1 arcmin)
 def event_list() -> Path:
     files = sorted(OUT.glob("*/P*PNS003PIEVLI0000.FTZ"))
     if not files:
-        from indexer.sample import generate_archive
+        from demo.xmm_epic import generate_archive
 
         print(f"making the benchmark event list in {OUT} (one observation, events_scale=20) ...")
         generate_archive(OUT, observations=1, seed=7, events_scale=20)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/index_query.py [--observations 14000] [--queries 1000]
         [--naive-queries 1000] [--cli-queries 100] [--seed 2024]
 
-Builds ``bench/out/synth-<N>/`` with ``indexer.synth`` if absent (reused otherwise), writes the
+Builds ``bench/out/synth-<N>/`` with ``demo.synth`` if absent (reused otherwise), writes the
 same MOCs as MOC FITS files for the ``mocset`` CLI (reused too), then compares, on the same
 seeded random regions (circles and polygons of 1 arcmin to 5 deg):
 
@@ -35,10 +35,10 @@ from mocpy import MOC
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo.synth import synth_catalog  # noqa: E402
 from indexer import mocset as mocsets  # noqa: E402
 from indexer import shapes  # noqa: E402
 from indexer.index import Index  # noqa: E402
-from indexer.synth import synth_catalog  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 MOCSET_CLI = shutil.which("mocset") or str(Path(sys.executable).parent / "mocset")

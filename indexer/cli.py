@@ -12,10 +12,10 @@ import importlib
 import sys
 
 COMMAND_MODULES: list[str] = [
-    "indexer.sample",
+    "demo.archive",  # sample: the demo archive (simulators live outside the index code)
     "indexer.build",
     "indexer.index",
-    "indexer.synth",
+    "demo.synth",  # synth-catalog: a synthetic index for scale tests
     "indexer.hips",
 ]
 
@@ -27,7 +27,7 @@ class CLIError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m indexer",
-        description="Build and query the Regio index of X-ray event lists.",
+        description="Build and query the Regio index of archived observations.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

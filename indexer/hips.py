@@ -1,4 +1,4 @@
-"""The viewer's sky background: a HiPS of the archive's EPIC counts, ``python -m indexer hips``.
+"""The viewer's sky background: a HiPS of the archive's X-ray counts, ``python -m indexer hips``.
 
 Aladin Lite must work offline, so its background is a small IVOA HiPS 1.0 made from the indexed
 event lists themselves and served by the app (``app.views.hips``). :func:`build_hips` writes::
@@ -14,8 +14,9 @@ event lists themselves and served by the app (``app.views.hips``). :func:`build_
 
 Images. Every event list of the index (not the exposure maps) is read in row chunks (memory stays
 bounded whatever the file size; gzip ``.FTZ`` files are decompressed as a stream) and its events
-passing the standard filters (MOS ``(FLAG & 0x766ba000)==0 && PATTERN<=12``, pn ``FLAG==0 &&
-PATTERN<=4``) with ``BAND_EV`` (PI 500-2000 eV) are binned into ``PIXEL_ARCSEC`` (4") pixels of
+passing the standard filters of its instrument (the instrument module's ``imaging_mask``, e.g.
+EPIC MOS ``(FLAG & 0x766ba000)==0 && PATTERN<=12``) with energies in ``BAND_EV`` (500-2000 eV)
+are binned into ``PIXEL_ARCSEC`` (4") pixels of
 a TAN image. Pointings closer than ``GROUP_LINK_ARCMIN`` share one image, so overlapping
 observations add up; each image holds counts and an exposure map (the camera's footprint MOC
 from the index times its live time). Both are smoothed by a Gaussian of ``SMOOTH_SIGMA_PIXELS``
@@ -62,7 +63,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from indexer.footprint import column_wcs
+from indexer import instruments
+from indexer.instruments import column_wcs
 
 Progress = Callable[[str], None]
 
@@ -92,7 +94,6 @@ MIN_ORDER: int = 3
 MAX_ORDER: int = 11
 ALLSKY_ORDER: int = 3
 ALLSKY_TILE_WIDTH: int = 64
-MOS_FLAG_MASK: int = 0x766BA000
 #: Photon wavelength times energy [m eV], for em_min/em_max.
 HC_M_EV: float = 1.239841984e-6
 #: HEALPix order-0 cell size [arcsec] (square root of the mean cell area).
@@ -135,7 +136,6 @@ def tile_path(folder: Path, order: int, npix: int, ext: str = "png") -> Path:
 # --- reading event lists ----------------------------------------------------------------------
 
 
-COLUMNS: tuple[str, ...] = ("X", "Y", "PI", "FLAG", "PATTERN")
 _BLOCK = 2880
 
 
@@ -149,7 +149,8 @@ class EventReader:
     sky WCS on X/Y).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: tuple[str, ...] = ("PI",)) -> None:
+        self.columns = ("X", "Y", *(c.upper() for c in columns))
         with open(path, "rb") as probe:
             compressed = probe.read(2) == b"\x1f\x8b"
         self._stream = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
@@ -205,12 +206,12 @@ class EventReader:
         native = fits.ColDefs(columns).dtype
         self._numbers = {name.upper(): i for i, name in enumerate(native.names, start=1)}
         by_upper = {name.upper(): name for name in native.names}
-        missing = [name for name in ("X", "Y", "PI") if name not in by_upper]
+        missing = [name for name in ("X", "Y") if name not in by_upper]
         if missing or column_wcs(header) is None:
             raise ValueError(f"EVENTS table without {', '.join(missing) or 'a sky WCS on X/Y'}")
         if native.itemsize != self.row_bytes:
             raise ValueError(f"unexpected row layout ({native.itemsize} != {self.row_bytes})")
-        fields = [by_upper[name] for name in COLUMNS if name in by_upper]
+        fields = [by_upper[name] for name in self.columns if name in by_upper]
         self.dtype = np.dtype(
             {
                 "names": [name.upper() for name in fields],
@@ -221,7 +222,7 @@ class EventReader:
         )
 
     def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[dict[str, np.ndarray]]:
-        """The columns ``COLUMNS`` (those present) of the rows, ``chunk_rows`` rows at a time.
+        """The columns ``columns`` (those present, upper case) of the rows, ``chunk_rows`` at a time.
 
         Values are scaled by ``TSCALn``/``TZEROn``; integers equal to ``TNULLn`` become NaN.
         Raises ``ValueError`` when the file ends inside the table.
@@ -252,22 +253,13 @@ def _scaled(raw: np.ndarray, header: fits.Header, number: int) -> np.ndarray:
     return values
 
 
-def standard_filter(camera: str, chunk: dict[str, np.ndarray]) -> np.ndarray:
-    """Boolean mask of the events passing the standard filters and the ``BAND_EV`` band."""
-    pi = chunk["PI"]
-    keep = (pi >= BAND_EV[0]) & (pi <= BAND_EV[1])
-    flag, pattern = chunk.get("FLAG"), chunk.get("PATTERN")
-    if camera == "EPN":
-        if flag is not None:
-            keep &= flag == 0
-        if pattern is not None:
-            keep &= pattern <= 4
-    else:
-        if flag is not None:
-            keep &= (flag.astype(np.int64) & MOS_FLAG_MASK) == 0
-        if pattern is not None:
-            keep &= pattern <= 12
-    return keep
+def standard_filter(row: dict[str, Any], chunk: dict[str, np.ndarray]) -> np.ndarray:
+    """Events of a chunk passing the standard filters of the row's instrument (the instrument
+    module's ``imaging_mask``) with energies in ``BAND_EV``."""
+    instrument = instruments.for_row(row)
+    energy = instrument.energy_ev(chunk)
+    keep = (energy >= BAND_EV[0]) & (energy <= BAND_EV[1])
+    return keep & instrument.imaging_mask(row["camera"], chunk)
 
 
 # --- counts images ----------------------------------------------------------------------------
@@ -350,14 +342,15 @@ def _grid(rows, members: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> list[Gr
     return [Group([rows[i] for i in members], wcs, (ny, nx), center)]
 
 
-def bin_events(path: Path, camera: str, group: Group, counts: np.ndarray) -> int:
-    """Add the filtered events of one event list to ``counts`` (the group's grid); returns how
-    many were added. Raises ``ValueError``/``OSError`` for unreadable files."""
+def bin_events(row: dict[str, Any], group: Group, counts: np.ndarray) -> int:
+    """Add the filtered events of one event list (an index row) to ``counts`` (the group's
+    grid); returns how many were added. Raises ``ValueError``/``OSError`` for unreadable files."""
     added = 0
-    with EventReader(path) as reader:
+    columns = instruments.for_row(row).imaging_columns
+    with EventReader(Path(row["path"]), columns) as reader:
         events_wcs = column_wcs(reader.header)
         for chunk in reader.chunks():
-            keep = standard_filter(camera, chunk)
+            keep = standard_filter(row, chunk)
             keep &= np.isfinite(chunk["X"]) & np.isfinite(chunk["Y"])
             if keep.any():
                 ra, dec = events_wcs.wcs_pix2world(chunk["X"][keep], chunk["Y"][keep], 1)
@@ -392,7 +385,7 @@ def exposure_map(index: Any, group: Group) -> np.ndarray:
         )
         if lon[box].size == 0:
             continue
-        moc = index.camera_moc(row["obsid"], row["camera"], row["mission"])
+        moc = index.exposure_moc(row["exposure_id"])
         inside = moc.contains_lonlat(lon[box].ravel() * u.deg, lat[box].ravel() * u.deg)
         exposure[box] += inside.reshape(lon[box].shape) * float(
             row["exposure"] or DEFAULT_EXPOSURE_S
@@ -583,7 +576,7 @@ def write_properties(folder: Path, values: dict[str, Any]) -> None:
 def _event_rows(index: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     rows, problems = [], []
     for row in index.observations():
-        if row.get("source") != "events":
+        if row.get("kind") != "events":
             continue
         if row.get("ra_pnt") is None or row.get("dec_pnt") is None:
             problems.append((row["path"], "no pointing in the index"))
@@ -758,7 +751,7 @@ def _build_into(
             counts = np.zeros(group.shape, dtype=np.int64)
             for row in group.rows:
                 try:
-                    events += bin_events(Path(row["path"]), row["camera"], group, counts)
+                    events += bin_events(row, group, counts)
                 except (OSError, ValueError, KeyError) as exc:
                     problems.append((row["path"], " ".join(str(exc).split())[:200]))
             image = intensity_image(counts, exposure_map(index, group))
@@ -782,10 +775,10 @@ def _build_into(
     write_properties(
         folder,
         {
-            "creator_did": "ivo://regio.local/P/XMM/EPIC/counts",
-            "obs_title": "Regio archive (XMM EPIC counts)",
+            "creator_did": "ivo://regio.local/P/regio/xray/counts",
+            "obs_title": "Regio archive (X-ray counts)",
             "obs_description": (
-                f"XMM-Newton EPIC counts ({band}, standard event filters) of the {len(rows)} "
+                f"X-ray counts ({band}, standard event filters of each instrument) of the {len(rows)} "
                 f'indexed event lists, per unit exposure, {PIXEL_ARCSEC:g}" pixels smoothed by '
                 f'a Gaussian of {SMOOTH_SIGMA_PIXELS * PIXEL_ARCSEC:g}", asinh stretch'
             ),

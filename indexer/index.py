@@ -68,6 +68,9 @@ class Index:
         self.manifest = manifest
         self.mocset = mocset
         self._rows = rows
+        for row in rows:
+            row["exposure_id"] = store.exposure_id(row)
+            row["kind"] = store.default_kind(row)
         by_id = {row["id"]: row for row in rows}
         # rows in MOC-set order (a row missing from the database gives None)
         self._set_rows = [by_id.get(int(ident)) for ident in mocset.ids]
@@ -80,11 +83,7 @@ class Index:
             ],
             dtype=float,
         ).reshape(-1, 2)
-        self._position = {
-            (row["mission"], row["obsid"], row["camera"]): i
-            for i, row in enumerate(self._set_rows)
-            if row is not None
-        }
+        self._position = {row["exposure_id"]: i for i, row in enumerate(self._set_rows) if row}
         self._coverage_cache: dict[int, dict[str, list[int]]] = {}
 
     # --- loading ----------------------------------------------------------------------------
@@ -138,6 +137,12 @@ class Index:
         """All exposure rows (one per observation and camera), as dicts."""
         return [dict(row) for row in self._rows]
 
+    def exposure_row(self, exposure_id: str) -> dict[str, Any]:
+        """The row of one exposure (``MISSION:OBSID:CAMERA``); KeyError if not indexed."""
+        row = self._set_rows[self._position[exposure_id]]
+        assert row is not None
+        return dict(row)
+
     def region_moc(self, region: str | Regions) -> MOC:
         """The MOC a query uses for ``region`` (a DS9 string or ``regions`` shapes).
 
@@ -183,7 +188,7 @@ class Index:
             result["coverage"] = round(float(min(fraction, 1.0)), 6)
             result["offaxis_arcmin"] = round(float(distance), 3) if np.isfinite(distance) else None
             results.append(result)
-        results.sort(key=lambda r: (-r["coverage"], r["obsid"], r["camera"]))
+        results.sort(key=lambda r: (-r["coverage"], r["mission"], r["obsid"], r["camera"]))
         return results
 
     def query_ids(self, moc: MOC) -> np.ndarray:
@@ -214,22 +219,20 @@ class Index:
             self._coverage_cache[max_bytes] = result
         return self._coverage_cache[max_bytes]
 
-    def camera_moc(self, obsid: str, camera: str, mission: str = "XMM") -> MOC:
-        """The footprint MOC of one camera of one observation (KeyError if not indexed)."""
-        position = self._position[(mission, str(obsid), camera)]
-        return self.mocset.moc(position)
+    def exposure_moc(self, exposure_id: str) -> MOC:
+        """The footprint MOC of one exposure (``MISSION:OBSID:CAMERA``; KeyError if absent)."""
+        return self.mocset.moc(self._position[exposure_id])
 
-    def camera_moc_json(
-        self, obsid: str, camera: str, mission: str = "XMM"
-    ) -> dict[str, list[int]]:
-        """The footprint of one camera of one observation as MOC JSON (KeyError if absent)."""
-        return json.loads(self.camera_moc(obsid, camera, mission).to_string(format="json"))
+    def exposure_moc_json(self, exposure_id: str) -> dict[str, list[int]]:
+        """The footprint of one exposure as MOC JSON (KeyError if not indexed)."""
+        return json.loads(self.exposure_moc(exposure_id).to_string(format="json"))
 
     def stats(self) -> dict[str, Any]:
         """Sizes of the index: exposures per camera, MOCs, ranges, memory [bytes], depth."""
         per_camera: dict[str, int] = {}
         for row in self._rows:
-            per_camera[row["camera"]] = per_camera.get(row["camera"], 0) + 1
+            name = f"{row['mission']} {row['camera']}"
+            per_camera[name] = per_camera.get(name, 0) + 1
         return {
             "folder": str(self.folder),
             "generation": self.manifest.get("generation"),
@@ -270,12 +273,14 @@ def register(subparsers: Any) -> None:
         "coverage",
         help="print the index coverage (or one camera footprint) as MOC JSON",
         description="Print the union of all camera footprints as MOC JSON, degraded to stay "
-        "under --max-bytes; with --obsid and --camera, print that camera's footprint.",
+        "under --max-bytes; with --exposure (or --obsid and --camera), print that exposure's "
+        "footprint.",
     )
     coverage.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
     coverage.add_argument("--max-bytes", type=int, default=COVERAGE_MAX_BYTES)
+    coverage.add_argument("--exposure", metavar="MISSION:OBSID:CAMERA")
     coverage.add_argument("--obsid")
-    coverage.add_argument("--camera", choices=("EMOS1", "EMOS2", "EPN"))
+    coverage.add_argument("--camera", help="a camera of the observation --obsid (e.g. EMOS1)")
     coverage.set_defaults(func=run_coverage)
 
 
@@ -307,11 +312,23 @@ def run_coverage(args: Any) -> int:
     index = _load(args.index)
     if (args.obsid is None) != (args.camera is None):
         raise CLIError("--obsid and --camera go together")
+    exposure = args.exposure
     if args.obsid is not None:
+        if exposure is not None:
+            raise CLIError("give --exposure or --obsid with --camera, not both")
+        found = [
+            row["exposure_id"]
+            for row in index.observations()
+            if row["obsid"] == args.obsid and row["camera"] == args.camera
+        ]
+        if not found:
+            raise CLIError(f"no {args.camera} footprint for observation {args.obsid}")
+        exposure = found[0]
+    if exposure is not None:
         try:
-            result = index.camera_moc_json(args.obsid, args.camera)
+            result = index.exposure_moc_json(exposure)
         except KeyError:
-            raise CLIError(f"no {args.camera} footprint for observation {args.obsid}") from None
+            raise CLIError(f"no exposure {exposure} in the index") from None
     else:
         if args.max_bytes < 64:
             raise CLIError("--max-bytes must be at least 64")

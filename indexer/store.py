@@ -13,7 +13,9 @@ Tables (``index.db`` in the index folder):
     index depth ``depth``).
 ``exposures``
     One row per (mission, obsid, camera): the metadata of the file chosen for it (see
-    ``indexer.build``), with a stable integer ``id`` that is also the MOC id in the MOC set.
+    ``indexer.build``), with its data ``kind`` (``indexer.instruments.KINDS``) and a stable
+    integer ``id`` that is also the MOC id in the MOC set. Outside the index an exposure is named
+    by :func:`exposure_id` (``MISSION:OBSID:CAMERA``), which survives a rebuild from scratch.
 ``settings``
     Key/value text pairs (index depth, build generation...).
 """
@@ -34,6 +36,7 @@ EXPOSURE_COLUMNS: dict[str, type] = {
     "obsid": str,
     "camera": str,
     "instrument": str,
+    "kind": str,
     "object": str,
     "observer": str,
     "date_obs": str,
@@ -69,13 +72,34 @@ def _m1_initial(db: Database) -> None:
         },
         pk="path",
     )
-    db["exposures"].create({"id": int, **EXPOSURE_COLUMNS}, pk="id")
+    # the columns as they were then (migrations are frozen: later ones add columns)
+    columns = {k: v for k, v in EXPOSURE_COLUMNS.items() if k != "kind"}
+    db["exposures"].create({"id": int, **columns}, pk="id")
     db["exposures"].create_index(list(EXPOSURE_KEY), unique=True)
     db["settings"].create({"key": str, "value": str}, pk="key")
 
 
+def _m2_kind(db: Database) -> None:
+    """Exposures carry their data kind (indexes built before instruments were plug-ins)."""
+    db["exposures"].add_column("kind", str)
+    db.execute(
+        "update exposures set kind = case when source = 'expmap' then 'exposure-map' "
+        "else 'events' end"
+    )
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_kind]
+
+
+def exposure_id(row: dict[str, Any]) -> str:
+    """The stable name of an exposure outside the index: ``MISSION:OBSID:CAMERA``."""
+    return f"{row['mission']}:{row['obsid']}:{row['camera']}"
+
+
+def default_kind(meta: dict[str, Any]) -> str:
+    """The data kind of a metadata row written before rows carried one."""
+    return meta.get("kind") or ("exposure-map" if meta.get("source") == "expmap" else "events")
 
 
 def schema_version(db: Database) -> int:
@@ -197,7 +221,9 @@ def indexed_files(db: Database) -> list[dict[str, Any]]:
     )
     out = []
     for path, size, checksum, meta in rows:
-        out.append({**json.loads(meta), "path": path, "size": size, "checksum": checksum})
+        row = {**json.loads(meta), "path": path, "size": size, "checksum": checksum}
+        row["kind"] = default_kind(row)
+        out.append(row)
     return out
 
 

@@ -29,8 +29,8 @@ SAMPLE_SEED = 1234
 
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory) -> Path:
-    """A small synthetic archive (``indexer.sample``), generated once; treat it as read-only."""
-    from indexer.sample import generate_archive
+    """A small synthetic archive (``demo.archive``), generated once; treat it as read-only."""
+    from demo.archive import generate_archive
 
     out = tmp_path_factory.mktemp("sample-archive")
     generate_archive(out, observations=SAMPLE_OBSERVATIONS, seed=SAMPLE_SEED)
@@ -50,8 +50,12 @@ def sample_index(sample_archive, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_data(tmp_path_factory) -> Path:
     """A private copy of the real XMM data set (the shared one stays read-only)."""
+    import os
+
     if not REAL_DATA.is_dir():
-        raise RuntimeError(f"the real data set is missing: {REAL_DATA}")
+        if os.environ.get("CI"):  # CI must really run the real-data tests
+            raise RuntimeError(f"the real data set is missing: {REAL_DATA}")
+        pytest.skip(f"real data set not found at {REAL_DATA} (../shared/data)")
     out = tmp_path_factory.mktemp("real") / "xmm-rxcj0958"
     shutil.copytree(REAL_DATA, out)
     for path in out.rglob("*"):

@@ -19,7 +19,8 @@ from astropy.io import fits
 
 from app import shapes
 from app.catalog import load_script
-from indexer.footprint import column_wcs, metadata
+from indexer.instruments import column_wcs
+from indexer.instruments.xmm_epic import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"

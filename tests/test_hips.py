@@ -22,7 +22,7 @@ from indexer import hips
 from indexer.cli import main
 from indexer.hips import EventReader, HipsError, build_hips
 from indexer.index import Index
-from indexer.sample import STANDARD_FILTERS
+from indexer.instruments.xmm_epic import STANDARD_FILTERS
 
 MAX_ORDER = hips.default_max_order()
 TILE_BITS = 9  # 512 = 2**9 pixels a side

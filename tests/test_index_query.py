@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mocpy import MOC
 
-from indexer import geometry, synth
+from demo import epic_geometry as geometry
+from demo import synth
 from indexer import mocset as mocsets
 from indexer.build import build_index
 from indexer.index import Index, region_depth
@@ -200,17 +201,18 @@ def test_coverage_json_stays_under_the_limit(synth_index):
         index.coverage_moc_json(max_bytes=10)
 
 
-def test_camera_moc_json_and_fits_files(real_index):
+def test_exposure_moc_json_and_fits_files(real_index):
     index = Index.load(real_index)
     for row in index.observations():
-        from_json = MOC.from_json(index.camera_moc_json(row["obsid"], row["camera"]))
+        assert row["exposure_id"] == f"XMM:{row['obsid']}:{row['camera']}"
+        from_json = MOC.from_json(index.exposure_moc_json(row["exposure_id"]))
         from_fits = MOC.from_fits(real_index / row["moc_file"])
         assert np.array_equal(from_json.to_depth29_ranges, from_fits.to_depth29_ranges)
         # an XMM camera covers about pi * 14.4'^2 ~ 650 arcmin^2 (less with a dead CCD)
         area = from_fits.sky_fraction * 4 * math.pi * (180 * 60 / math.pi) ** 2
         assert 450 < area < 800, (row["obsid"], row["camera"], area)
     with pytest.raises(KeyError):
-        index.camera_moc_json("0000000000", "EPN")
+        index.exposure_moc_json("XMM:0000000000:EPN")
 
 
 def test_load_is_cached_until_the_index_changes(real_data, tmp_path):
@@ -232,7 +234,7 @@ def test_load_is_cached_until_the_index_changes(real_data, tmp_path):
     assert second is not first
     assert len(second.observations()) == 2
     stats = second.stats()
-    assert stats["exposures"] == 2 and stats["per_camera"] == {"EMOS1": 1, "EMOS2": 1}
+    assert stats["exposures"] == 2 and stats["per_camera"] == {"XMM EMOS1": 1, "XMM EMOS2": 1}
     assert stats["depth"] == 13 and stats["mocset_bytes"] > 0
 
 

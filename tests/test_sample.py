@@ -1,4 +1,4 @@
-"""Tests of the synthetic EPIC archive (``indexer.sample``) and the camera geometry.
+"""Tests of the synthetic EPIC archive (``demo.xmm_epic``) and the camera geometry.
 
 The checks are independent of the generator's code paths where it matters: sky positions come
 from the X/Y column WCS through ``astropy.wcs``, counts are plain numpy counts in a circle, and the
@@ -19,8 +19,8 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from indexer import geometry as geo
-from indexer.sample import generate_archive
+from demo import epic_geometry as geo
+from demo.xmm_epic import generate_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMERAS = ("EMOS1", "EMOS2", "EPN")

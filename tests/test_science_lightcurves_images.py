@@ -13,7 +13,7 @@ from astropy.table import Table
 from astropy.timeseries import LombScargle
 from astropy.wcs import WCS
 
-from indexer.footprint import column_wcs
+from indexer.instruments import column_wcs
 from tests.science_helpers import build_input, products, run_script
 
 CLUSTER = (149.59, -11.06)

@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from indexer.footprint import column_wcs
+from indexer.instruments import column_wcs
 from tests.science_helpers import build_input, plain_count, products, run_script
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sas-reference"

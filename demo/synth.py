@@ -2,7 +2,7 @@
 
 Builds an index (same layout as ``indexer.build``, without event files or per-camera FITS MOCs)
 of N observations x 3 EPIC cameras from nominal camera geometry: pointing + roll + CCD layout
-(``indexer.geometry.ccd_polygons``, dead MOS1 CCDs removed by date), clipped by the circular field
+(``demo.epic_geometry.ccd_polygons``, dead MOS1 CCDs removed by date), clipped by the circular field
 of view. Rows have ``source = 'nominal'`` and ``path`` null.
 
 Pointings are clustered as in a real archive (fractions of the observations):
@@ -32,8 +32,9 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from mocpy import MOC
 
-from indexer import geometry, store
+from demo import epic_geometry as geometry
 from indexer import mocset as mocsets
+from indexer import store
 from indexer.build import DB_NAME, MANIFEST, write_mocset
 from indexer.footprint import INDEX_DEPTH
 
@@ -229,6 +230,7 @@ def synth_catalog(
                     "submode": str(submodes[i]),
                     "n_events": None,
                     "source": "nominal",
+                    "kind": "events",
                 }
             )
     moc_seconds = time.perf_counter() - started

@@ -1,7 +1,7 @@
 """Synthetic XMM-Newton EPIC archive: event lists that look like PPS products, plus ground truth.
 
-``python -m indexer sample OUT_DIR [--observations N] [--seed S] [--events-scale F]`` or
-:func:`generate_archive` writes, per observation, ``OUT_DIR/<obsid>/`` with the three imaging-mode
+Part of the demo archive (``demo.archive``, ``python -m indexer sample``): :func:`generate_archive`
+writes, per observation, ``OUT_DIR/<obsid>/`` with the three imaging-mode
 event lists as the XMM archive names them (gzip FITS, byte-reproducible for a given seed)::
 
     P<obsid>M1S001MIEVLI0000.FTZ   EMOS1, PrimeFullWindow, 2.6 s frames
@@ -15,7 +15,7 @@ one ``STDGTInn`` per live CCD and one ``BADPIXnn`` per live CCD. Dead CCDs (MOS1
 
 What is simulated (all rates are multiplied by ``events_scale``)
 ----------------------------------------------------------------
-- Camera geometry from :mod:`indexer.geometry` (CCDs, chip gaps, circular field of view, roll
+- Camera geometry from :mod:`demo.epic_geometry` (CCDs, chip gaps, circular field of view, roll
   by ``PA_PNT``, exact TAN projection). Photons falling in gaps, on dead CCDs or outside the
   field of view are lost.
 - Telescope: energy-dependent effective area per camera (:func:`effective_area`; pn about 1.65x
@@ -95,12 +95,10 @@ Only observations whose field of view reaches a source appear under its ``expect
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +110,8 @@ import numpy as np
 from astropy.io import fits
 from numpy.typing import NDArray
 
-from indexer import geometry as geo
+from demo import epic_geometry as geo
+from indexer.instruments.xmm_epic import STANDARD_FILTERS, XMMEA_EM
 
 # --- constants ----------------------------------------------------------------------------
 
@@ -152,12 +151,6 @@ CLUSTER_RMAX_ARCSEC = 360.0
 RADIUS_ARCSEC = 30.0
 
 # Standard filters and flags.
-XMMEA_EM = 0x766BA000
-STANDARD_FILTERS = {
-    "EMOS1": "(FLAG & 0x766ba000)==0 && PATTERN<=12",
-    "EMOS2": "(FLAG & 0x766ba000)==0 && PATTERN<=12",
-    "EPN": "FLAG==0 && PATTERN<=4",
-}
 FLAG_CLOSE_TO_CCD_BORDER = 0x2
 FLAG_FLICKERING = 0x8000
 FLAG_OUT_OF_FOV = 0x10000
@@ -1288,7 +1281,7 @@ def _primary_header(obs: Observation, camera: str) -> fits.Header:
     h["BITPIX"] = 8
     h["NAXIS"] = 0
     h["EXTEND"] = True
-    h["CREATOR"] = ("indexer.sample (Regio synthetic archive)", "name of code that created file")
+    h["CREATOR"] = ("demo.xmm_epic (Regio synthetic archive)", "name of code that created file")
     # a fixed processing date, derived from the observation (never "now")
     h["DATE"] = (
         met_to_utc(obs.times[camera].tstop + 3 * 86400.0).isoformat() + ".000",
@@ -1617,7 +1610,7 @@ def generate_archive(
     truth: dict[str, Any] = {
         "format": "regio-sample-truth",
         "version": 1,
-        "generator": "indexer.sample",
+        "generator": "demo.xmm_epic",
         "seed": seed,
         "events_scale": events_scale,
         "mjdref": MJDREF,
@@ -1705,75 +1698,3 @@ def generate_archive(
     truth["sources"] = [src_truth[s.id] for s in sources]
     (out / TRUTH_NAME).write_text(json.dumps(truth, indent=1, sort_keys=False) + "\n")
     return truth
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def _is_previous_archive(path: Path) -> bool:
-    truth = path / TRUTH_NAME
-    if not truth.is_file():
-        return False
-    try:
-        data = json.loads(truth.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("format") == "regio-sample-truth"
-
-
-def run(args: argparse.Namespace) -> int:
-    """``python -m indexer sample``: validate the arguments, build the archive, report."""
-    from indexer.cli import CLIError
-
-    if args.observations < 1:
-        raise CLIError(f"--observations must be at least 1 (got {args.observations})")
-    if not (args.events_scale > 0 and np.isfinite(args.events_scale)):
-        raise CLIError(f"--events-scale must be a positive number (got {args.events_scale})")
-    out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"OUT_DIR {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_previous_archive(out):
-        raise CLIError(f"OUT_DIR {out} is not empty and is not a previous sample archive")
-    if out.is_dir() and _is_previous_archive(out):
-        # replace the previous archive's observation folders and truth
-        for child in out.iterdir():
-            if child.is_dir() and child.name.isdigit() and len(child.name) == 10:
-                shutil.rmtree(child)
-        (out / TRUTH_NAME).unlink()
-    try:
-        truth = generate_archive(
-            out,
-            observations=args.observations,
-            seed=args.seed,
-            events_scale=args.events_scale,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except OSError as exc:
-        raise CLIError(f"cannot write to {out}: {exc.strerror or exc}") from exc
-    n = sum(c["events"] for o in truth["observations"] for c in o["cameras"].values())
-    print(f"wrote {len(truth['observations'])} observations, {n} events, to {out}", file=sys.stderr)
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add the ``sample`` sub-command to the ``python -m indexer`` parser."""
-    p = subparsers.add_parser(
-        "sample",
-        help="write a synthetic XMM-Newton EPIC archive with ground truth",
-        description="Write a synthetic XMM-Newton EPIC archive (event lists + truth.json).",
-    )
-    p.add_argument(
-        "out_dir", metavar="OUT_DIR", help="output folder (new, empty or a previous sample)"
-    )
-    p.add_argument(
-        "--observations", type=int, default=12, metavar="N", help="number of observations (12)"
-    )
-    p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (1)")
-    p.add_argument(
-        "--events-scale",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="multiply every count rate by F (1.0; e.g. 50 for benchmarks)",
-    )
-    p.set_defaults(func=run)
