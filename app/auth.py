@@ -46,7 +46,13 @@ PUBLIC_ENDPOINTS = frozenset(
 )
 #: Read-only endpoints a share-link visitor needs besides the session's own (the sky view).
 SHARE_ENDPOINTS = frozenset(
-    {"api.coverage", "api.camera_moc", "hips.hips_file", "runs_api.list_scripts"}
+    {
+        "api.coverage",
+        "api.exposure_moc",
+        "api.list_instruments",
+        "hips.hips_file",
+        "runs_api.list_scripts",
+    }
 )
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSP = (

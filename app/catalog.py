@@ -29,7 +29,13 @@ change to the app: drop the two files in the folder. A manifest looks like::
     kind = "spectrum"                 # spectrum | lightcurve | image | table | plot | other
     description = "Source and background spectra (OGIP PHA)."
 
-A parameter without ``default`` is required. Manifests are checked strictly (unknown keys, wrong
+    [accepts]                         # the data the script can process
+    kinds = ["events"]                # data kinds (indexer.instruments.KINDS)
+    instruments = ["XMM/EPIC"]        # MISSION/INSTRUMENT; omitted or empty: any instrument
+
+A parameter without ``default`` is required. A manifest without ``[accepts]`` accepts every
+kind of data. The page and ``GET /api/scripts?session=ID`` offer only the scripts that accept
+every selected exposure, and launching one on data it does not accept is refused. Manifests are checked strictly (unknown keys, wrong
 types, a default that breaks its own constraints): a broken manifest is logged and left out of the
 catalogue without hiding the other scripts.
 """
@@ -47,12 +53,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from indexer.instruments import KINDS
+
 log = logging.getLogger("regio.catalog")
 
 PARAM_TYPES = ("int", "float", "bool", "string", "choice")
 PRODUCT_KINDS = ("spectrum", "lightcurve", "image", "table", "plot", "other")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SCRIPT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+INSTRUMENT_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,40}/[A-Za-z0-9_.+-]{1,40}$")
 MAX_STRING_PARAM = 1000  # characters in a string parameter value
 
 _MISSING = object()
@@ -147,6 +156,29 @@ class Product:
 
 
 @dataclass(frozen=True)
+class Accepts:
+    """What data a script can process: data kinds and (optionally) instruments."""
+
+    kinds: tuple[str, ...] = ()  # empty: every kind
+    instruments: tuple[str, ...] = ()  # "MISSION/INSTRUMENT"; empty: every instrument
+
+    def accepts(self, row: Mapping[str, Any]) -> bool:
+        """True if an exposure row (``mission``, ``instrument``, ``kind``) is processable."""
+        if self.kinds and row.get("kind", "events") not in self.kinds:
+            return False
+        return not self.instruments or (
+            f"{row.get('mission')}/{row.get('instrument')}" in self.instruments
+        )
+
+    def describe(self) -> str:
+        kinds = ", ".join(self.kinds) if self.kinds else "any kind of data"
+        return kinds + (f" of {', '.join(self.instruments)}" if self.instruments else "")
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"kinds": list(self.kinds), "instruments": list(self.instruments)}
+
+
+@dataclass(frozen=True)
 class Script:
     """A script of the catalogue: its manifest, checked, and where its executable is."""
 
@@ -158,7 +190,19 @@ class Script:
     time_limit: int
     parameters: tuple[Parameter, ...] = ()
     products: tuple[Product, ...] = ()
+    accepts: Accepts = Accepts()
     manifest: Path = field(default=Path(), compare=False)
+
+    def mismatch(self, rows: list[Mapping[str, Any]]) -> str | None:
+        """Why the script cannot process these exposure rows (None when it accepts them all)."""
+        refused = [r for r in rows if not self.accepts.accepts(r)]
+        if not refused:
+            return None
+        names = ", ".join(
+            f"{r.get('mission')} {r.get('camera')} {r.get('obsid')} ({r.get('kind', 'events')})"
+            for r in refused[:5]
+        ) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        return f"script {self.name} does not accept {names}: it accepts {self.accepts.describe()}"
 
     def command(self) -> list[str]:
         """The argv prefix that runs the script (the runner appends the input file).
@@ -183,6 +227,7 @@ class Script:
             "time_limit": self.time_limit,
             "parameters": [p.to_json() for p in self.parameters],
             "products": [p.to_json() for p in self.products],
+            "accepts": self.accepts.to_json(),
         }
 
 
@@ -270,6 +315,7 @@ class _ManifestReader:
         "time_limit": True,
         "parameters": False,
         "products": False,
+        "accepts": False,
     }
     PARAM_KEYS = {"name", "type", "default", "unit", "min", "max", "choices", "help"}
     PRODUCT_KEYS = {"kind", "description"}
@@ -313,8 +359,31 @@ class _ManifestReader:
             time_limit=time_limit,
             parameters=params,
             products=products,
+            accepts=self.accepts(data.get("accepts", {})),
             manifest=self.path,
         )
+
+    def accepts(self, table: Any) -> Accepts:
+        if not isinstance(table, dict):
+            raise self.fail("accepts", "must be a table with 'kinds' and/or 'instruments'")
+        self.keys("accepts", table, {"kinds", "instruments"})
+        lists = {}
+        for key in ("kinds", "instruments"):
+            values = table.get(key, [])
+            if not isinstance(values, list) or not all(
+                isinstance(v, str) and v.strip() for v in values
+            ):
+                raise self.fail(f"accepts.{key}", "must be a list of non-empty strings")
+            lists[key] = tuple(v.strip() for v in values)
+        unknown = [k for k in lists["kinds"] if k not in KINDS]
+        if unknown:
+            raise self.fail(
+                "accepts.kinds", f"unknown data kind {unknown[0]!r} (known: {', '.join(KINDS)})"
+            )
+        bad = [i for i in lists["instruments"] if not INSTRUMENT_RE.match(i)]
+        if bad:
+            raise self.fail("accepts.instruments", f"{bad[0]!r} is not MISSION/INSTRUMENT")
+        return Accepts(kinds=lists["kinds"], instruments=lists["instruments"])
 
     def keys(self, where: str, table: dict[str, Any], allowed: set[str]) -> None:
         unknown = sorted(set(table) - allowed)

@@ -1,8 +1,9 @@
 """What a script receives about a session: its regions and the selected observations.
 
-The regions go in ICRS (DS9 text and viewer JSON shapes); each selected event list also gets the
-regions in its own X/Y sky pixels (DS9 ``physical``), converted with the event list's column WCS,
-so a script can select events without any astrometry of its own. The layout is documented in
+The regions go in ICRS (DS9 text and viewer JSON shapes); each selected exposure with data to
+process also gets the regions in its file's own pixels (DS9 ``physical``), converted with the WCS
+its instrument module gives (``Instrument.pixel_wcs``: for event lists the column WCS of X/Y), so
+a script can select events without any astrometry of its own. The layout is documented in
 ``scripts/regio_kit.py``.
 """
 
@@ -11,11 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from astropy.io import fits
-
 from app import shapes
 from app.sessions import SessionStore
-from indexer.footprint import column_wcs
+from indexer import instruments
 
 
 class InputError(ValueError):
@@ -28,15 +27,12 @@ def _region(regions) -> dict[str, Any] | None:
     return {"ds9": shapes.to_ds9(regions), "shapes": shapes.to_json(regions)}
 
 
-def pixel_regions(path: Path, source, background) -> dict[str, str | None]:
-    """The regions in the X/Y pixels of the event list at ``path`` (DS9 ``physical`` text)."""
+def pixel_regions(row: dict[str, Any], source, background) -> dict[str, str | None]:
+    """The regions in the pixels of the exposure's file (DS9 ``physical`` text)."""
     try:
-        header = fits.getheader(path, "EVENTS")
-    except (OSError, KeyError) as exc:
-        raise InputError(f"cannot read the event list {path.name}: {exc}") from None
-    wcs = column_wcs(header)
-    if wcs is None:
-        raise InputError(f"the event list {path.name} has no X/Y sky coordinates (column WCS)")
+        wcs = instruments.for_row(row).pixel_wcs(Path(row["path"]))
+    except (KeyError, instruments.FootprintError) as exc:
+        raise InputError(str(exc).strip("'\"")) from None
     return {
         "source": shapes.to_physical_ds9(source, wcs),
         "background": shapes.to_physical_ds9(background, wcs) if background is not None else None,
@@ -52,12 +48,12 @@ def for_session(store: SessionStore, session_id: str) -> tuple[dict, list[dict[s
     observations = []
     for row in selected:
         obs = dict(row)
-        if obs.get("source") == "events" and obs.get("path"):
-            obs["regions_pixel"] = pixel_regions(Path(obs["path"]), source, background)
+        if obs.get("kind") in instruments.PROCESSABLE_KINDS and obs.get("path"):
+            obs["regions_pixel"] = pixel_regions(obs, source, background)
         observations.append(obs)
     if not any("regions_pixel" in obs for obs in observations):
         raise InputError(
-            "none of the selected observations has an event list (only exposure maps): "
+            "none of the selected observations has data to process (only exposure maps): "
             "select at least one with events"
         )
     return {"source": _region(source), "background": _region(background)}, observations

@@ -58,11 +58,23 @@ SCHEMAS: dict[str, Any] = {
     },
     "Observation": {
         "type": "object",
-        "description": "One (observation, camera) of the index, with its metadata.",
+        "description": "One exposure (an observation's camera) of the index, with its metadata.",
         "properties": {
-            "mission": {"type": "string"},
+            "exposure_id": {
+                "type": "string",
+                "description": "stable name of the exposure: MISSION:OBSID:CAMERA",
+            },
+            "mission": {
+                "type": "string",
+                "description": "e.g. XMM, CHANDRA (see /api/instruments)",
+            },
+            "instrument": {"type": "string", "description": "e.g. EPIC, ACIS"},
+            "camera": {
+                "type": "string",
+                "description": "camera or detector (see /api/instruments)",
+            },
+            "kind": {"type": "string", "description": "data kind: events, exposure-map, ..."},
             "obsid": {"type": "string"},
-            "camera": {"enum": ["EMOS1", "EMOS2", "EPN"]},
             "object": {"type": "string"},
             "observer": {"type": "string"},
             "date_obs": {"type": "string"},
@@ -103,22 +115,38 @@ SCHEMAS: dict[str, Any] = {
             "updated": {"type": "string"},
             "regions": {"type": "object"},
             "coverage": {"type": "array", "items": {"$ref": "#/components/schemas/Observation"}},
-            "coverage_by_camera": {"type": "object"},
             "selection": {"$ref": "#/components/schemas/Selection"},
         },
     },
     "Selection": {
         "type": "object",
-        "required": ["observations"],
+        "description": "The selected exposures by exposure_id. PUT also takes the older form "
+        '{"observations": [{"obsid", "camera"}]} when each pair is unambiguous.',
+        "required": ["exposures"],
         "properties": {
-            "observations": {
+            "exposures": {"type": "array", "items": {"type": "string"}, "maxItems": 10000},
+        },
+    },
+    "Instrument": {
+        "type": "object",
+        "properties": {
+            "key": {"type": "string"},
+            "mission": {"type": "string"},
+            "instrument": {"type": "string"},
+            "title": {"type": "string"},
+            "kinds": {"type": "array", "items": {"type": "string"}},
+            "cameras": {
                 "type": "array",
+                "description": "in display order",
                 "items": {
                     "type": "object",
-                    "required": ["obsid", "camera"],
-                    "properties": {"obsid": {"type": "string"}, "camera": {"type": "string"}},
+                    "properties": {
+                        "name": {"type": "string"},
+                        "label": {"type": "string"},
+                        "colour": {"type": "string", "description": "CSS colour"},
+                    },
                 },
-            }
+            },
         },
     },
     "View": {
@@ -169,10 +197,12 @@ OBS_LIST = {"type": "array", "items": ref("Observation")}
 PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {"get": _op("Service status: Redis, workers, index", schema={"type": "object"})},
     "/api/openapi.json": {"get": _op("This document", schema={"type": "object"})},
-    "/api/observations": {"get": _op("Every indexed (observation, camera)", schema=OBS_LIST, errors=(503,))},
+    "/api/instruments": {"get": _op("Instruments: mission, data kinds, cameras (order, colours)",
+                                     schema={"type": "array", "items": ref("Instrument")})},
+    "/api/observations": {"get": _op("Every indexed exposure", schema=OBS_LIST, errors=(503,))},
     "/api/coverage": {"get": _op("Union of the archive coverage (MOC JSON, < 1.5 MB)", schema=ref("MOC"), errors=(503,))},
-    "/api/observations/{obsid}/{camera}/moc": {
-        "get": _op("One camera footprint (MOC JSON)", schema=ref("MOC"), errors=(404, 503))
+    "/api/exposures/{exposure_id}/moc": {
+        "get": _op("One exposure's footprint (MOC JSON)", schema=ref("MOC"), errors=(404, 503))
     },
     "/api/sessions": {
         "get": _op("Sessions, newest first", schema={"type": "array", "items": ref("Session")}),
@@ -185,15 +215,21 @@ PATHS: dict[str, dict[str, Any]] = {
                    body="SessionIn", errors=(400, 404, 413, 415, 503))
     },
     "/api/sessions/{session_id}/selection": {
-        "put": _op("Replace the selected (observation, camera) pairs", schema=ref("Session"),
+        "put": _op("Replace the selected exposures", schema=ref("Session"),
                    body="Selection", errors=(400, 404, 415))
     },
     "/api/sessions/{session_id}/view": {
         "put": _op("Remember the viewer position", schema=ref("Session"), body="View",
                    errors=(400, 404, 415))
     },
-    "/api/scripts": {"get": _op("Scripts: name, title, documentation, parameters, products",
-                                 schema={"type": "array", "items": ref("Script")})},
+    "/api/scripts": {
+        "get": {
+            **_op("Scripts: name, title, documentation, parameters, products, accepted data; with "
+                  "?session=ID only those accepting every exposure the session selects",
+                  schema={"type": "array", "items": ref("Script")}, errors=(404,)),
+            "parameters": [{"name": "session", "in": "query", "schema": {"type": "string"}}],
+        }
+    },
     "/api/sessions/{session_id}/runs": {
         "get": _op("Runs of a session, newest first", schema={"type": "array", "items": ref("Run")},
                    errors=(404,)),
@@ -300,6 +336,15 @@ SCHEMAS |= {
             "time_limit": {"type": "integer", "description": "[s]"},
             "parameters": {"type": "array", "items": {"type": "object"}},
             "products": {"type": "array", "items": {"type": "object"}},
+            "accepts": {
+                "type": "object",
+                "description": "data the script processes: kinds and MISSION/INSTRUMENT names "
+                "(an empty list means any)",
+                "properties": {
+                    "kinds": {"type": "array", "items": {"type": "string"}},
+                    "instruments": {"type": "array", "items": {"type": "string"}},
+                },
+            },
         },
     },
     "RunIn": {

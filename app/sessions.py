@@ -7,13 +7,18 @@ A session is a user's working folder::
         source.reg          source region, DS9, ICRS     (written with app.shapes.to_ds9)
         background.reg      background region, DS9, ICRS
         regions.json        both regions as viewer JSON shapes
-        coverage.json       the covering (observation, camera) rows found by the indexer
-        selection.json      {"observations": [{"obsid": ..., "camera": ...}, ...]}
+        coverage.json       the covering exposure rows found by the indexer (``exposure_id``,
+                            mission, instrument, camera, kind, metadata, path)
+        selection.json      {"exposures": ["MISSION:OBSID:CAMERA", ...]} (exposure ids)
         runs/<run id>/      one folder per run (layout owned by app.runs)
 
 Every write goes to a temporary file renamed over the old one, so a reader never sees half a file
 and a failed request leaves the previous state intact. Session ids are checked against a strict
 pattern before any path is built from them.
+
+Sessions written before instruments were plug-ins keep working: their selection
+(``{"observations": [{"obsid", "camera"}]}``, XMM only) and coverage rows (no ``exposure_id``) are
+upgraded the first time they are read (:func:`upgrade_coverage`, :func:`upgrade_selection`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from typing import Any
 from regions import Regions
 
 from app import shapes
+from indexer.instruments import PROCESSABLE_KINDS
+from indexer.store import default_kind, exposure_id
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
-CAMERAS = ("EMOS1", "EMOS2", "EPN")
+#: Most exposures a selection may name.
+MAX_SELECTION = 10_000
 
 
 class SessionNotFound(LookupError):
@@ -153,8 +161,8 @@ class SessionStore:
             "source_ds9": _read_text(folder / "source.reg"),
             "background_ds9": _read_text(folder / "background.reg"),
         }
-        record["coverage"] = _read_json(folder / "coverage.json", [])
-        record["selection"] = _read_json(folder / "selection.json", {"observations": []})
+        record["coverage"] = self._coverage(folder)
+        record["selection"] = {"exposures": self._selection(folder) or []}
         return record
 
     def regions(self, session_id: str) -> tuple[Regions, Regions | None]:
@@ -170,39 +178,67 @@ class SessionStore:
         self._touch(folder)
 
     def set_coverage(self, session_id: str, rows: list[dict[str, Any]]) -> None:
-        """Store the covering observations and keep only the selected ones that still cover."""
+        """Store the covering exposures and keep only the selected ones that still cover.
+
+        The first coverage of a session selects every covering exposure holding data to process
+        (``indexer.instruments.PROCESSABLE_KINDS``).
+        """
         folder = self._existing(session_id)
+        rows = upgrade_coverage(rows)
         _write_json(folder / "coverage.json", rows)
-        covering = {(r["obsid"], r["camera"]) for r in rows}
-        selection = _read_json(folder / "selection.json")
-        if selection is None:  # first coverage: everything covering is selected
-            kept = [{"obsid": o, "camera": c} for o, c in sorted(covering)]
+        covering = [r["exposure_id"] for r in rows]
+        selection = self._selection(folder)
+        if selection is None:  # first coverage
+            kept = [r["exposure_id"] for r in rows if r.get("kind") in PROCESSABLE_KINDS]
         else:
-            kept = [s for s in selection["observations"] if (s["obsid"], s["camera"]) in covering]
-        _write_json(folder / "selection.json", {"observations": kept})
+            kept = [e for e in selection if e in set(covering)]
+        _write_json(folder / "selection.json", {"exposures": kept})
         self._touch(folder)
 
-    def set_selection(self, session_id: str, observations: Any) -> list[dict[str, str]]:
-        """Replace the selection; every entry must be a covering (obsid, camera)."""
+    def set_selection(self, session_id: str, exposures: Any) -> list[str]:
+        """Replace the selection with a list of covering exposure ids (duplicates dropped)."""
         folder = self._existing(session_id)
+        if not isinstance(exposures, list):
+            raise SelectionError("'exposures' must be a list of exposure ids")
+        if len(exposures) > MAX_SELECTION:
+            raise SelectionError(f"a selection names at most {MAX_SELECTION} exposures")
+        covering = {r["exposure_id"] for r in self._coverage(folder)}
+        chosen: list[str] = []
+        for i, item in enumerate(exposures, start=1):
+            if not isinstance(item, str):
+                raise SelectionError(f"entry {i} must be an exposure id (a string)")
+            if item not in covering:
+                raise SelectionError(
+                    f"entry {i}: exposure {item!s:.60} does not cover the session's source region"
+                )
+            if item not in chosen:
+                chosen.append(item)
+        _write_json(folder / "selection.json", {"exposures": chosen})
+        self._touch(folder)
+        return chosen
+
+    def legacy_selection(self, session_id: str, observations: Any) -> list[str]:
+        """Exposure ids of a selection in the old form ``[{"obsid", "camera"}, ...]``."""
         if not isinstance(observations, list):
             raise SelectionError("'observations' must be a list of {obsid, camera} objects")
-        covering = {(r["obsid"], r["camera"]) for r in _read_json(folder / "coverage.json", [])}
-        chosen: list[dict[str, str]] = []
+        by_pair: dict[tuple[Any, Any], list[str]] = {}
+        for row in self._coverage(self._existing(session_id)):
+            by_pair.setdefault((row["obsid"], row["camera"]), []).append(row["exposure_id"])
+        out = []
         for i, item in enumerate(observations, start=1):
             if not isinstance(item, Mapping) or set(item) != {"obsid", "camera"}:
                 raise SelectionError(f"entry {i} must be an object with 'obsid' and 'camera'")
-            key = (item["obsid"], item["camera"])
-            if key not in covering:
+            if not all(isinstance(item[k], str) for k in ("obsid", "camera")):
+                raise SelectionError(f"entry {i}: 'obsid' and 'camera' must be strings")
+            found = by_pair.get((item["obsid"], item["camera"]), [])
+            if len(found) != 1:
                 raise SelectionError(
-                    f"entry {i}: observation {item['obsid']!s:.20} {item['camera']!s:.10} "
-                    "does not cover the session's source region"
-                )
-            if {"obsid": key[0], "camera": key[1]} not in chosen:
-                chosen.append({"obsid": key[0], "camera": key[1]})
-        _write_json(folder / "selection.json", {"observations": chosen})
-        self._touch(folder)
-        return chosen
+                    f"entry {i}: observation {item['obsid']:.20} {item['camera']:.10} "
+                    + ("does not cover the session's source region" if not found else
+                       "is ambiguous (several missions): name it by exposure id")
+                )  # fmt: skip
+            out.append(found[0])
+        return out
 
     def set_view(self, session_id: str, view: Mapping[str, float]) -> None:
         folder = self._existing(session_id)
@@ -212,13 +248,27 @@ class SessionStore:
         _write_json(folder / "session.json", record)
 
     def selected_rows(self, session_id: str) -> list[dict[str, Any]]:
-        """Coverage rows (with metadata and paths) of the selected observations, in order."""
+        """Coverage rows (with metadata and paths) of the selected exposures, in order."""
         folder = self._existing(session_id)
-        rows = {(r["obsid"], r["camera"]): r for r in _read_json(folder / "coverage.json", [])}
-        selection = _read_json(folder / "selection.json", {"observations": []})["observations"]
-        return [
-            rows[(s["obsid"], s["camera"])] for s in selection if (s["obsid"], s["camera"]) in rows
-        ]
+        rows = {r["exposure_id"]: r for r in self._coverage(folder)}
+        return [rows[e] for e in self._selection(folder) or [] if e in rows]
+
+    def _coverage(self, folder: Path) -> list[dict[str, Any]]:
+        rows = _read_json(folder / "coverage.json", [])
+        if any("exposure_id" not in r for r in rows):  # a session from before plug-ins
+            rows = upgrade_coverage(rows)
+            _write_json(folder / "coverage.json", rows)
+        return rows
+
+    def _selection(self, folder: Path) -> list[str] | None:
+        """The selected exposure ids (None before the first coverage)."""
+        selection = _read_json(folder / "selection.json")
+        if selection is None:
+            return None
+        if "exposures" not in selection:  # a session from before plug-ins
+            selection = {"exposures": upgrade_selection(selection)}
+            _write_json(folder / "selection.json", selection)
+        return selection["exposures"]
 
     def region_files(self, session_id: str) -> dict[str, Path]:
         """The session's region files, named as a run bundle holds them."""
@@ -246,6 +296,29 @@ class SessionStore:
         record = _read_json(folder / "session.json")
         record["updated"] = now()
         _write_json(folder / "session.json", record)
+
+
+def upgrade_coverage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Coverage rows with ``exposure_id`` and ``kind`` (rows stored before instruments were
+    plug-ins had neither; they were all XMM EPIC)."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        row.setdefault("mission", "XMM")
+        row.setdefault("instrument", "EPIC")
+        row["kind"] = default_kind(row)
+        row["exposure_id"] = exposure_id(row)
+        out.append(row)
+    return out
+
+
+def upgrade_selection(selection: Mapping[str, Any]) -> list[str]:
+    """Exposure ids of a selection stored before instruments were plug-ins (XMM only)."""
+    return [
+        exposure_id({"mission": "XMM", **item})
+        for item in selection.get("observations", [])
+        if isinstance(item, Mapping) and {"obsid", "camera"} <= set(item)
+    ]
 
 
 def _read_text(path: Path) -> str | None:

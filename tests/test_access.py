@@ -94,7 +94,7 @@ MATRIX = [
     ("get", "/api/runs/{rid}/products", None, READ),
     ("get", "/api/runs/{rid}/bundle.zip", None, READ),
     ("put", "/api/sessions/{sid}/view", {"ra": 1, "dec": 2, "fov": 1}, WRITE),
-    ("put", "/api/sessions/{sid}/selection", {"observations": []}, WRITE),
+    ("put", "/api/sessions/{sid}/selection", {"exposures": []}, WRITE),
     ("put", "/api/sessions/{sid}/regions", {"source": 'icrs;circle(1,2,3")'}, WRITE),
     ("post", "/api/sessions/{sid}/runs", {"script": "nonexistent"}, WRITE),
     ("get", "/api/sessions/{sid}/collaborators", None, OWNER),

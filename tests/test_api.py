@@ -103,11 +103,12 @@ def test_create_session_finds_the_covering_observations(client, truth):
             if expected["counts_r30"] > 200:
                 assert (obsid, camera) in covering
     row = session["coverage"][0]
-    for key in ("obsid", "camera", "object", "date_obs", "exposure", "filter", "submode",
-                "coverage", "offaxis_arcmin", "background_coverage"):  # fmt: skip
+    for key in ("exposure_id", "mission", "instrument", "kind", "obsid", "camera", "object",
+                "date_obs", "exposure", "filter", "submode", "coverage", "offaxis_arcmin",
+                "background_coverage"):  # fmt: skip
         assert key in row, key
-    assert session["coverage_by_camera"].keys() <= {"EMOS1", "EMOS2", "EPN"}
-    assert len(session["selection"]["observations"]) == len(covering)
+    assert row["exposure_id"] == f"{row['mission']}:{row['obsid']}:{row['camera']}"
+    assert session["selection"]["exposures"] == [r["exposure_id"] for r in session["coverage"]]
     again = client.get(session["url"]).get_json()
     assert again["regions"]["source"][0]["type"] == "circle"
     assert again["regions"]["background"][0]["type"] == "annulus"
@@ -161,15 +162,19 @@ def test_selection_and_regions_update(client, truth):
     session, src, _ = new_session(client, truth)
     first = session["coverage"][0]
     url = session["url"]
+    response = client.put(f"{url}/selection", json={"exposures": [first["exposure_id"]] * 2})
+    assert response.status_code == 200
+    assert response.get_json()["selection"]["exposures"] == [first["exposure_id"]]
+    # the older form, (obsid, camera) pairs, still works when each pair is unambiguous
     pick = [{"obsid": first["obsid"], "camera": first["camera"]}]
     response = client.put(f"{url}/selection", json={"observations": pick})
-    assert response.status_code == 200
-    assert response.get_json()["selection"]["observations"] == pick
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["selection"]["exposures"] == [first["exposure_id"]]
     far = 'icrs;circle(10.0,-70.0,30")'
     response = client.put(f"{url}/regions", json={"source": far})
     assert response.status_code == 200
     body = response.get_json()
-    assert body["coverage"] == [] and body["selection"]["observations"] == []
+    assert body["coverage"] == [] and body["selection"]["exposures"] == []
     assert body["regions"]["background"] is None
     response = client.put(f"{url}/view", json={"ra": 10.0, "dec": -70.0, "fov": 0.5})
     assert response.get_json()["view"] == {"ra": 10.0, "dec": -70.0, "fov": 0.5}
@@ -206,7 +211,12 @@ def test_bad_bodies_on_an_existing_session_change_nothing(client, env, truth):
         ("put", f"{url}/regions", {"source": "icrs;box(1,2"}, 400),
         ("put", f"{url}/regions", {"source": []}, 400),
         ("put", f"{url}/selection", {"observations": [{"obsid": "x", "camera": "EPN"}]}, 400),
+        ("put", f"{url}/selection", {"observations": [{"obsid": ["x"], "camera": "EPN"}]}, 400),
         ("put", f"{url}/selection", {"observations": "all"}, 400),
+        ("put", f"{url}/selection", {"exposures": ["XMM:0000000000:EPN"]}, 400),
+        ("put", f"{url}/selection", {"exposures": [["XMM"]]}, 400),
+        ("put", f"{url}/selection", {"exposures": "all"}, 400),
+        ("put", f"{url}/selection", {"exposures": [], "observations": []}, 400),
         ("put", f"{url}/selection", {"obs": []}, 400),
         ("put", f"{url}/view", {"ra": 400, "dec": 0, "fov": 1}, 400),
         ("post", f"{url}/runs", {"script": "no-such-script"}, 400),
@@ -250,7 +260,7 @@ def test_unknown_ids_are_404(client, path):
 
 def test_a_run_without_selection_is_refused(client, truth, env):
     session, _, _ = new_session(client, truth)
-    client.put(f"{session['url']}/selection", json={"observations": []})
+    client.put(f"{session['url']}/selection", json={"exposures": []})
     response = client.post(f"{session['url']}/runs", json={"script": "stages"})
     assert response.status_code == 400
     assert "no observation is selected" in response.get_json()["message"]

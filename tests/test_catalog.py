@@ -49,7 +49,9 @@ def test_to_json_is_what_the_api_serves(cat):
     data = cat["stages"].to_json()
     assert set(data) == {
         "name", "title", "version", "documentation", "time_limit", "parameters", "products",
+        "accepts",
     }  # fmt: skip
+    assert data["accepts"] == {"kinds": [], "instruments": []}  # no [accepts]: anything
     assert "/" not in str(data)  # no file system paths leak
     sleep = data["parameters"][0]
     assert sleep == {
@@ -213,6 +215,11 @@ def write_script(folder: Path, name: str, extra: str = "", base: str = BASE) -> 
         (BASE + '[[products]]\nkind = "movie"\ndescription = "x"\n', "kind must be one of"),
         (BASE + '[[products]]\nkind = "plot"\n', "description: must be a non-empty string"),
         ("title = ", "Invalid"),
+        (BASE + "accepts = 3\n", "accepts: must be a table"),
+        (BASE + '[accepts]\nkinds = ["photons"]\n', "unknown data kind 'photons'"),
+        (BASE + "[accepts]\nkinds = [1]\n", "accepts.kinds: must be a list of non-empty"),
+        (BASE + '[accepts]\ninstruments = ["EPIC"]\n', "'EPIC' is not MISSION/INSTRUMENT"),
+        (BASE + '[accepts]\nmissions = ["XMM"]\n', "unknown key 'missions'"),
     ],
 )
 def test_broken_manifests_are_reported_with_file_and_key(tmp_path, manifest, message):
@@ -239,3 +246,31 @@ def test_a_new_script_needs_no_change_to_the_app(tmp_path):
     (tmp_path / "wrap.sh").chmod(0o755)
     (tmp_path / "wrap.toml").write_text(BASE.replace('"s.py"', '"wrap.sh"'))
     assert catalog.load_catalog(tmp_path)["wrap"].command() == [str(tmp_path / "wrap.sh")]
+
+
+ROW_XMM = {
+    "mission": "XMM",
+    "instrument": "EPIC",
+    "camera": "EMOS1",
+    "obsid": "1",
+    "kind": "events",
+}
+ROW_ACIS = {"mission": "CHANDRA", "instrument": "ACIS", "camera": "ACIS-S", "obsid": "2",
+            "kind": "events"}  # fmt: skip
+ROW_MAP = {**ROW_XMM, "camera": "EPN", "kind": "exposure-map"}
+
+
+def test_accepts_matches_kinds_and_instruments(tmp_path):
+    write_script(tmp_path, "xmm", '[accepts]\nkinds = ["events"]\ninstruments = ["XMM/EPIC"]\n')
+    write_script(tmp_path, "any_events", '[accepts]\nkinds = ["events"]\n')
+    write_script(tmp_path, "anything")
+    scripts = catalog.load_catalog(tmp_path)
+    xmm = scripts["xmm"]
+    assert xmm.mismatch([ROW_XMM]) is None
+    message = xmm.mismatch([ROW_XMM, ROW_ACIS])
+    assert "CHANDRA ACIS-S 2 (events)" in message and "XMM/EPIC" in message
+    assert "exposure-map" in xmm.mismatch([ROW_MAP])
+    assert scripts["any_events"].mismatch([ROW_XMM, ROW_ACIS]) is None
+    assert scripts["any_events"].mismatch([ROW_MAP]) is not None
+    assert scripts["anything"].mismatch([ROW_MAP, ROW_ACIS]) is None
+    assert xmm.to_json()["accepts"] == {"kinds": ["events"], "instruments": ["XMM/EPIC"]}

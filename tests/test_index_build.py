@@ -155,14 +155,16 @@ def test_incremental_build(real_data, tmp_path):
     truncated = (archive / "0201901401" / "mos1_exp1_clean_evts.fits").read_bytes()[:200_000]
     (archive / "0201901401" / "truncated_evts.fits").write_bytes(truncated)
     fits.PrimaryHDU(
-        np.zeros((8, 8), dtype=np.float32), header=fits.Header({"TELESCOP": "SWIFT", "INSTRUME": "XRT"})
+        np.zeros((8, 8), dtype=np.float32),
+        header=fits.Header({"TELESCOP": "SWIFT", "INSTRUME": "XRT"}),
     ).writeto(archive / "swift.fits")
     (archive / "notes.txt").write_text("not FITS: ignored")
     with_bad = build_index([archive], index_dir)
     assert (with_bad.added, with_bad.updated, with_bad.skipped, with_bad.unchanged) == (0, 0, 3, 10)
     reasons = dict(with_bad.problems)
-    assert "no registered instrument recognises this file (TELESCOP=SWIFT, INSTRUME=XRT" in (
-        reasons[str(archive / "swift.fits")]
+    assert (
+        "no registered instrument recognises this file (TELESCOP=SWIFT, INSTRUME=XRT"
+        in (reasons[str(archive / "swift.fits")])
     )
     assert "FITS" in reasons[str(archive / "garbage.fits")]
     assert str(archive / "0201901401" / "truncated_evts.fits") in reasons

@@ -10,10 +10,17 @@ from app.sessions import SelectionError, SessionNotFound, SessionStore
 SOURCE = 'icrs;circle(149.59,-11.06,60")'
 BACKGROUND = 'icrs;annulus(149.59,-11.06,120",240")'
 ROWS = [
-    {"obsid": "0201901401", "camera": "EMOS1", "coverage": 1.0, "path": "/a"},
-    {"obsid": "0201901401", "camera": "EMOS2", "coverage": 1.0, "path": "/b"},
-    {"obsid": "0404910601", "camera": "EMOS1", "coverage": 0.5, "path": "/c"},
-]
+    {"mission": "XMM", "instrument": "EPIC", "obsid": "0201901401", "camera": "EMOS1",
+     "kind": "events", "coverage": 1.0, "path": "/a"},
+    {"mission": "XMM", "instrument": "EPIC", "obsid": "0201901401", "camera": "EMOS2",
+     "kind": "events", "coverage": 1.0, "path": "/b"},
+    {"mission": "XMM", "instrument": "EPIC", "obsid": "0404910601", "camera": "EMOS1",
+     "kind": "events", "coverage": 0.5, "path": "/c"},
+    {"mission": "XMM", "instrument": "EPIC", "obsid": "0404910601", "camera": "EPN",
+     "kind": "exposure-map", "coverage": 0.5, "path": "/d"},
+    {"mission": "CHANDRA", "instrument": "ACIS", "obsid": "0404910601", "camera": "EMOS1",
+     "kind": "events", "coverage": 0.2, "path": "/e"},
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -40,24 +47,42 @@ def test_create_stores_regions_as_ds9_and_json(store):
     assert store.list(owner="someone else") == []
 
 
-def test_first_coverage_selects_everything_then_selection_is_kept(store):
+def test_first_coverage_selects_processable_data_then_selection_is_kept(store):
     sid = store.create(shapes.parse(SOURCE), None)
     store.set_coverage(sid, ROWS)
-    assert len(store.get(sid)["selection"]["observations"]) == 3
-    store.set_selection(sid, [{"obsid": "0404910601", "camera": "EMOS1"}])
-    assert [r["path"] for r in store.selected_rows(sid)] == ["/c"]
+    record = store.get(sid)
+    assert [r["exposure_id"] for r in record["coverage"]] == [
+        "XMM:0201901401:EMOS1", "XMM:0201901401:EMOS2", "XMM:0404910601:EMOS1",
+        "XMM:0404910601:EPN", "CHANDRA:0404910601:EMOS1",
+    ]  # fmt: skip
+    # the exposure map has no data to process: not selected at first
+    assert "XMM:0404910601:EPN" not in record["selection"]["exposures"]
+    assert len(record["selection"]["exposures"]) == 4
+    store.set_selection(sid, ["XMM:0404910601:EMOS1", "CHANDRA:0404910601:EMOS1"])
+    assert [r["path"] for r in store.selected_rows(sid)] == ["/c", "/e"]
     store.set_coverage(sid, ROWS[:2])  # the new region no longer has 0404910601
-    assert store.get(sid)["selection"]["observations"] == []
+    assert store.get(sid)["selection"]["exposures"] == []
+
+
+def test_legacy_selection_maps_unambiguous_pairs(store):
+    sid = store.create(shapes.parse(SOURCE), None)
+    store.set_coverage(sid, ROWS)
+    assert store.legacy_selection(sid, [{"obsid": "0201901401", "camera": "EMOS2"}]) == [
+        "XMM:0201901401:EMOS2"
+    ]
+    with pytest.raises(SelectionError, match="ambiguous"):  # XMM and CHANDRA share the pair
+        store.legacy_selection(sid, [{"obsid": "0404910601", "camera": "EMOS1"}])
 
 
 @pytest.mark.parametrize(
     "bad",
     [
         "EMOS1",
-        [{"obsid": "0201901401"}],
-        [{"obsid": "0201901401", "camera": "EPN"}],
-        [{"obsid": "0201901401", "camera": "EMOS1", "extra": 1}],
+        [{"obsid": "0201901401", "camera": "EMOS1"}],
+        ["XMM:0201901401:EPN"],
+        ["XMM:0201901401:EMOS1", 3],
         [["0201901401", "EMOS1"]],
+        ["x"] * 10_001,
     ],
 )
 def test_bad_selection_is_refused_and_changes_nothing(store, bad):
@@ -67,6 +92,32 @@ def test_bad_selection_is_refused_and_changes_nothing(store, bad):
     with pytest.raises(SelectionError):
         store.set_selection(sid, bad)
     assert _snapshot(store.folder(sid)) == before
+
+
+def test_a_session_from_before_instrument_plugins_is_migrated(store):
+    """Old sessions stored (obsid, camera) pairs and coverage rows without ids or kinds."""
+    sid = store.create(shapes.parse(SOURCE), None)
+    folder = store.folder(sid)
+    old_rows = [
+        {"mission": "XMM", "obsid": "0201901401", "camera": "EMOS1", "source": "events",
+         "coverage": 1.0, "path": "/a"},
+        {"mission": "XMM", "obsid": "0201901401", "camera": "EPN", "source": "expmap",
+         "coverage": 1.0, "path": "/p"},
+    ]  # fmt: skip
+    (folder / "coverage.json").write_text(json.dumps(old_rows))
+    (folder / "selection.json").write_text(
+        json.dumps({"observations": [{"obsid": "0201901401", "camera": "EMOS1"}]})
+    )
+    record = store.get(sid)
+    assert record["selection"] == {"exposures": ["XMM:0201901401:EMOS1"]}
+    assert [(r["exposure_id"], r["kind"]) for r in record["coverage"]] == [
+        ("XMM:0201901401:EMOS1", "events"),
+        ("XMM:0201901401:EPN", "exposure-map"),
+    ]
+    assert [r["path"] for r in store.selected_rows(sid)] == ["/a"]
+    # the upgrade is written back once, in the new format
+    assert json.loads((folder / "selection.json").read_text()) == record["selection"]
+    assert all("exposure_id" in r for r in json.loads((folder / "coverage.json").read_text()))
 
 
 @pytest.mark.parametrize("sid", ["../etc", "short", "a/b/c/d/e/f/g", "", "x" * 40, None])

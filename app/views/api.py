@@ -14,7 +14,7 @@ from flask import Blueprint, abort, current_app, jsonify, request, url_for
 from rq import Worker
 
 from app import __version__, accounts, auth, shapes
-from app.archive import load_index
+from app.archive import coverage_rows, instruments_json, load_index
 from app.sessions import SelectionError, SessionNotFound, SessionStore
 from indexer.index import IndexNotFound
 
@@ -87,17 +87,6 @@ def parse_regions(body: dict[str, Any]):
     return source, background
 
 
-def coverage_rows(source, background) -> list[dict[str, Any]]:
-    """Covering (observation, camera) rows of the source region, with the background's coverage."""
-    index = index_or_503()
-    rows = index.query(source)
-    if background is not None:
-        covered = {(r["obsid"], r["camera"]): r["coverage"] for r in index.query(background)}
-        for row in rows:
-            row["background_coverage"] = covered.get((row["obsid"], row["camera"]), 0.0)
-    return rows
-
-
 def load_session(session_id: str, needed: str = "read") -> dict[str, Any]:
     """The session record, if the request may ``needed`` it (404 when it may not even see it)."""
     try:
@@ -110,10 +99,6 @@ def load_session(session_id: str, needed: str = "read") -> dict[str, Any]:
 
 def session_json(session_id: str, needed: str = "read") -> dict[str, Any]:
     record = load_session(session_id, needed)
-    by_camera: dict[str, list[dict[str, Any]]] = {}
-    for row in record["coverage"]:
-        by_camera.setdefault(row["camera"], []).append(row)
-    record["coverage_by_camera"] = by_camera
     record["url"] = url_for("api.get_session", session_id=session_id, _external=False)
     return record
 
@@ -138,9 +123,15 @@ def health():
     return jsonify(body), 200 if ok else 503
 
 
+@bp.get("/instruments")
+def list_instruments():
+    """The instruments the index knows: mission, data kinds, cameras in display order, colours."""
+    return jsonify(instruments_json())
+
+
 @bp.get("/observations")
 def observations():
-    """Every indexed (observation, camera) with its metadata."""
+    """Every indexed exposure (observation and camera) with its metadata."""
     return jsonify(index_or_503().observations())
 
 
@@ -150,13 +141,13 @@ def coverage():
     return jsonify(index_or_503().coverage_moc_json())
 
 
-@bp.get("/observations/<obsid>/<camera>/moc")
-def camera_moc(obsid: str, camera: str):
-    """One camera's footprint as MOC JSON."""
+@bp.get("/exposures/<exposure_id>/moc")
+def exposure_moc(exposure_id: str):
+    """One exposure's footprint as MOC JSON (``MISSION:OBSID:CAMERA``)."""
     try:
-        return jsonify(index_or_503().camera_moc_json(obsid, camera))
+        return jsonify(index_or_503().exposure_moc_json(exposure_id))
     except KeyError:
-        abort(404, description=f"no camera {camera!s:.10} in observation {obsid!s:.20}")
+        abort(404, description=f"no exposure {exposure_id!s:.60} in the index")
 
 
 @bp.post("/sessions")
@@ -170,7 +161,7 @@ def create_session():
     title = body.get("title", "")
     if not isinstance(title, str) or len(title) > 200:
         abort(400, description="'title' must be text of at most 200 characters")
-    rows = coverage_rows(source, background)
+    rows = coverage_rows(index_or_503(), source, background)
     store = session_store()
     session_id = store.create(source, background, owner=auth.owner_id(), title=title)
     store.set_coverage(session_id, rows)
@@ -198,7 +189,7 @@ def put_regions(session_id: str):
     load_session(session_id, "write")  # 404 / 403 before anything else
     body = regions_body()
     source, background = parse_regions(body)
-    rows = coverage_rows(source, background)
+    rows = coverage_rows(index_or_503(), source, background)
     store = session_store()
     store.set_regions(session_id, source, background)
     store.set_coverage(session_id, rows)
@@ -207,13 +198,18 @@ def put_regions(session_id: str):
 
 @bp.put("/sessions/<session_id>/selection")
 def put_selection(session_id: str):
-    """Replace the selection: ``{"observations": [{"obsid": ..., "camera": ...}, ...]}``."""
+    """Replace the selection: ``{"exposures": ["MISSION:OBSID:CAMERA", ...]}`` (the older form
+    ``{"observations": [{"obsid": ..., "camera": ...}, ...]}`` is still accepted)."""
     load_session(session_id, "write")
     body = json_body()
-    if set(body) != {"observations"}:
-        abort(400, description='the body must be {"observations": [{"obsid", "camera"}, ...]}')
+    if set(body) not in ({"exposures"}, {"observations"}):
+        abort(400, description='the body must be {"exposures": ["MISSION:OBSID:CAMERA", ...]}')
+    store = session_store()
     try:
-        session_store().set_selection(session_id, body["observations"])
+        exposures = body.get("exposures")
+        if "observations" in body:
+            exposures = store.legacy_selection(session_id, body["observations"])
+        store.set_selection(session_id, exposures)
     except SelectionError as exc:
         abort(400, description=str(exc))
     return jsonify(session_json(session_id))

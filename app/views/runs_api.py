@@ -1,7 +1,7 @@
 """The JSON API of scripts and runs: launch, follow (log, server-sent events), cancel, products.
 
-Plain modules do the work: ``app.catalog`` (scripts), ``app.runs`` (records, run folders),
-``app.jobs`` (the queue), ``app.inputs`` (what a script receives). Views parse and shape.
+Plain modules do the work: ``app.launch`` (checks and queues a run), ``app.catalog`` (scripts),
+``app.runs`` (records, run folders), ``app.jobs`` (the queue). Views parse and shape.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
 
-from app import auth, catalog, inputs, jobs, runs
+from app import auth, catalog, jobs, launch, runs
 from app.sessions import SessionNotFound
 from app.views.api import json_body, load_session, session_store, settings
 
@@ -70,8 +70,16 @@ def run_json(run: runs.Run) -> dict[str, Any]:
 
 @bp.get("/scripts")
 def list_scripts():
-    """The scripts users can run: name, title, documentation, parameters, products."""
-    return jsonify([s.to_json() for s in sorted(scripts().values(), key=lambda s: s.name)])
+    """The scripts users can run: name, title, documentation, parameters, products, accepted
+    data. With ``?session=ID``, only those that accept every exposure the session selects."""
+    available = scripts()
+    session_id = request.args.get("session")
+    if session_id is None:
+        chosen = [available[n] for n in sorted(available)]
+    else:
+        load_session(session_id)  # 404 when the user may not see it
+        chosen = launch.fitting_scripts(available, session_store().selected_rows(session_id))
+    return jsonify([s.to_json() for s in chosen])
 
 
 @bp.post("/sessions/<session_id>/runs")
@@ -81,34 +89,20 @@ def create_run(session_id: str):
     body = json_body()
     unknown = set(body) - {"script", "params"}
     if unknown:
-        abort(400, description=f"unknown field(s): {', '.join(sorted(unknown))}")
-    name = body.get("script")
-    available = scripts()
-    if not isinstance(name, str) or name not in available:
-        abort(400, description=f"unknown script {name!r:.60}; see GET /api/scripts")
-    script = available[name]
+        abort(400, description=f"unknown field(s): {', '.join(sorted(unknown)):.200}")
     try:
-        params = catalog.validate_params(script, body.get("params") or {})
-    except catalog.ParamError as exc:
+        run = launch.launch(
+            session_store(),
+            db_path(),
+            redis_conn(),
+            scripts(),
+            session_id,
+            body.get("script"),
+            body.get("params"),
+            owner=record.get("owner") or "",
+        )
+    except launch.LaunchError as exc:
         abort(400, description=str(exc))
-    store = session_store()
-    try:
-        regions, observations = inputs.for_session(store, session_id)
-    except inputs.InputError as exc:
-        abort(400, description=str(exc))
-    run_id = runs.new_run_id()
-    run = runs.create(
-        db_path(),
-        store.run_dir(session_id, run_id),
-        session_id=session_id,
-        script=script,
-        params=params,
-        owner=record.get("owner") or "",
-        regions=regions,
-        observations=observations,
-        run_id=run_id,
-    )
-    jobs.enqueue(run, script, redis_conn(), db_path())
     response = jsonify(run_json(runs.get(db_path(), run.id)))
     response.status_code = 202
     response.headers["Location"] = url_for("runs_api.get_run_view", run_id=run.id)
