@@ -3,7 +3,9 @@
 Builds an index (same layout as ``indexer.build``, without event files or per-camera FITS MOCs)
 of N observations x 3 EPIC cameras from nominal camera geometry: pointing + roll + CCD layout
 (``demo.epic_geometry.ccd_polygons``, dead MOS1 CCDs removed by date), clipped by the circular field
-of view. Rows have ``source = 'nominal'`` and ``path`` null.
+of view, plus (``chandra``) Chandra ACIS-I exposures: the four 8.4' I-array chips in a 2 x 2
+square with 18" gaps, rolled by a random roll (:func:`acis_i_mocs`), so benchmarks run on a
+mixed-mission index. Rows have ``source = 'nominal'`` and ``path`` null.
 
 Pointings are clustered as in a real archive (fractions of the observations):
 
@@ -184,14 +186,50 @@ def camera_mocs(
     return out
 
 
+#: ACIS-I chip side [arcmin] (1024 pixels of 0.492") and the gap between chips [arcmin].
+ACIS_CHIP_ARCMIN: float = 1024 * 0.492 / 60.0
+ACIS_GAP_ARCMIN: float = 18.0 / 60.0
+
+
+def acis_i_polygons(ra: float, dec: float, roll: float) -> list[np.ndarray]:
+    """Sky corners (``(4, 2)`` RA, Dec [deg]) of the four ACIS-I chips of a pointing."""
+    out = []
+    for cx in (-1, 1):
+        for cy in (-1, 1):
+            x0 = cx * (ACIS_GAP_ARCMIN / 2 + ACIS_CHIP_ARCMIN / 2)
+            y0 = cy * (ACIS_GAP_ARCMIN / 2 + ACIS_CHIP_ARCMIN / 2)
+            corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)]) * ACIS_CHIP_ARCMIN / 2
+            x, y = (corners + (x0, y0)).T / 60.0
+            c, s_ = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+            xi, eta = x * c + y * s_, -x * s_ + y * c
+            out.append(np.column_stack(geometry.tan_deproject(xi, eta, ra, dec)))
+    return out
+
+
+def acis_i_mocs(plan: dict[str, np.ndarray], depth: int = INDEX_DEPTH, n_threads: int = 2) -> list:
+    """Nominal ACIS-I footprints (union of the four chips) for every pointing of ``plan``."""
+    polygons = []
+    for i in range(len(plan["ra"])):
+        for poly in acis_i_polygons(plan["ra"][i], plan["dec"][i], plan["pa"][i]):
+            polygons.extend([poly[:, 0], poly[:, 1]])
+    polygons = np.array(polygons)
+    chips = []
+    for start in range(0, len(polygons), 2 * CHUNK):
+        chunk = polygons[start : start + 2 * CHUNK]
+        chips.extend(MOC.from_polygons(chunk, max_depth=depth, n_threads=n_threads))
+    return [chips[4 * i].union(*chips[4 * i + 1 : 4 * i + 4]) for i in range(len(plan["ra"]))]
+
+
 def synth_catalog(
     index_dir: Path,
     observations: int = 14_000,
     seed: int = 0,
     depth: int = INDEX_DEPTH,
     n_threads: int = 2,
+    chandra: int | None = None,
 ) -> dict[str, Any]:
-    """Write a synthetic index of ``observations`` x 3 cameras into a new ``index_dir``.
+    """Write a synthetic index of ``observations`` x 3 EPIC cameras and ``chandra`` ACIS-I
+    exposures (default: a third of ``observations``) into a new ``index_dir``.
 
     Returns timings [s] and sizes. Raises :class:`SynthError` if ``index_dir`` holds an index.
     """
@@ -202,6 +240,9 @@ def synth_catalog(
         raise SynthError(f"index path is not a folder: {index_dir}")
     if observations < 1:
         raise SynthError("--observations must be at least 1")
+    chandra = observations // 3 if chandra is None else chandra
+    if chandra < 0:
+        raise SynthError("--chandra must be at least 0")
     started = time.perf_counter()
     plan = pointings(observations, seed)
     rows: list[dict[str, Any]] = []
@@ -233,6 +274,32 @@ def synth_catalog(
                     "kind": "events",
                 }
             )
+    if chandra:
+        acis = pointings(chandra, seed + 1)
+        mocs.extend(acis_i_mocs(acis, depth, n_threads))
+        for i in range(chandra):
+            rows.append(
+                {
+                    "id": len(rows) + 1,
+                    "mission": "CHANDRA",
+                    "obsid": str(i + 1),
+                    "camera": "ACIS-I",
+                    "instrument": "ACIS",
+                    "object": acis["object"][i],
+                    "observer": "SYNTHETIC",
+                    "date_obs": acis["date_obs"][i],
+                    "date_end": acis["date_obs"][i],
+                    "exposure": float(acis["exposure"][i]),
+                    "ra_pnt": float(acis["ra"][i]),
+                    "dec_pnt": float(acis["dec"][i]),
+                    "pa_pnt": float(acis["pa"][i]),
+                    "filter": None,
+                    "submode": "TIMED VFAINT",
+                    "n_events": None,
+                    "source": "nominal",
+                    "kind": "events",
+                }
+            )
     moc_seconds = time.perf_counter() - started
     index_dir.mkdir(parents=True, exist_ok=True)
     db = store.connect(index_dir / DB_NAME)
@@ -258,6 +325,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
     parser.add_argument("--observations", type=int, default=14_000)
+    parser.add_argument(
+        "--chandra",
+        type=int,
+        default=None,
+        help="Chandra ACIS-I exposures to add (default: a third of --observations)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
 
@@ -266,7 +339,9 @@ def run(args: Any) -> int:
     from indexer.cli import CLIError
 
     try:
-        report = synth_catalog(args.index, observations=args.observations, seed=args.seed)
+        report = synth_catalog(
+            args.index, observations=args.observations, seed=args.seed, chandra=args.chandra
+        )
     except SynthError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:

@@ -112,3 +112,14 @@ def test_nothing_above_the_index_names_a_camera():
             if pattern.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_the_files_the_readme_names_exist():
+    """The README's "Adding an instrument" and "Adding a script" steps name real files."""
+    text = (ROOT / "README.md").read_text()
+    named = set(
+        re.findall(r"`((?:app|indexer|demo|scripts|tests|bench)/[\w./-]+\.(?:py|toml))`", text)
+    )
+    assert "indexer/instruments/chandra_acis.py" in named
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert missing == []
