@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 import sqlite_utils
 
 from app import db as sqlitedb
+from app.plumbing import iso, now, parse_time
 
 DB_NAME = "accounts.db"
 
@@ -168,19 +169,6 @@ class Collaborator:
 def db_path(sessions_dir: Path | str) -> Path:
     """Where the accounts database lives: ``<REGIO_SESSIONS>/accounts.db``."""
     return Path(sessions_dir) / DB_NAME
-
-
-def now() -> str:
-    """The current time, ISO 8601 UTC with milliseconds (as the run records)."""
-    return _iso(dt.datetime.now(dt.UTC))
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _new_id() -> str:
@@ -593,9 +581,9 @@ def verify_token(db: Path | str, secret: str) -> User | None:
             return None
         last = row["token_last_used"]
         stamp = dt.datetime.now(dt.UTC)
-        if last is None or (stamp - _parse_time(last)).total_seconds() >= TOKEN_TOUCH_EVERY:
+        if last is None or (stamp - parse_time(last)).total_seconds() >= TOKEN_TOUCH_EVERY:
             conn.execute(
-                "UPDATE tokens SET last_used = ? WHERE id = ?", [_iso(stamp), row["token_id"]]
+                "UPDATE tokens SET last_used = ? WHERE id = ?", [iso(stamp), row["token_id"]]
             )
     return User.from_row(row)
 
@@ -641,14 +629,14 @@ def start_reset(db: Path | str, email: str) -> str | None:
     with connect(db) as conn, _transaction(conn):
         conn.execute(
             "UPDATE password_resets SET used = ? WHERE user_id = ? AND used IS NULL",
-            [_iso(created), user.id],
+            [iso(created), user.id],
         )
         conn["password_resets"].insert(
             {
                 "token_hash": _digest(secret),
                 "user_id": user.id,
-                "created": _iso(created),
-                "expires": _iso(created + RESET_TTL),
+                "created": iso(created),
+                "expires": iso(created + RESET_TTL),
                 "used": None,
             }
         )
@@ -676,12 +664,12 @@ def finish_reset(db: Path | str, secret: str, new_password: str) -> User:
         if row["used"] is not None:
             raise ResetError("this password-reset link was used already: ask for a new one")
         stamp = dt.datetime.now(dt.UTC)
-        if stamp >= _parse_time(row["expires"]):
+        if stamp >= parse_time(row["expires"]):
             raise ResetError("this password-reset link has expired: ask for a new one")
         check_password(new_password, row["email"], row["name"])
         conn.execute(
             "UPDATE password_resets SET used = ? WHERE token_hash = ?",
-            [_iso(stamp), row["token_hash"]],
+            [iso(stamp), row["token_hash"]],
         )
         conn.execute(
             "UPDATE users SET password_hash = ? WHERE id = ?",

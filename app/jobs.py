@@ -51,8 +51,6 @@ run over its script to a few tens of milliseconds (``bench/runs.py``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import datetime as dt
 import logging
 import os
@@ -78,6 +76,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from app import catalog, notify, runs
+from app.plumbing import die_with_parent, now
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
 
 log = logging.getLogger("regio.jobs")
@@ -106,9 +105,6 @@ SCRIPT_SETTINGS = ("REGIO_RESPONSES",)
 
 _MARKER = re.compile(r"^\[(STAGE|PROGRESS|ERROR)\]\s*(.*?)\s*$")
 _PROGRESS = re.compile(r"^(\d+)\s*/\s*(\d+)$")
-_PR_SET_PDEATHSIG = 1
-# loaded once, before any fork: dlopen in a forked child of a threaded process could deadlock
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 class RegioWorker(_RqWorker):
@@ -277,7 +273,7 @@ class _Runner:
         try:
             run = runs.update(
                 self.db_path, self.run_id, phase=EXECUTING, expect={"phase": QUEUED},
-                started=runs.now(), worker=self.worker, host=self.host,
+                started=now(), worker=self.worker, host=self.host,
             )  # fmt: skip
         except runs.PhaseError:
             return runs.get(self.db_path, self.run_id).phase
@@ -311,7 +307,7 @@ class _Runner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: signalled as a whole
-                preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - the horse has no threads
+                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - the horse has no threads
             )
         except OSError as exc:  # not executable, no such interpreter, a script without #!
             self._say(f"ERROR: the script cannot start: {exc}")
@@ -361,7 +357,7 @@ class _Runner:
                         self.run_id,
                         phase,
                         expect={"phase": expect},
-                        ended=runs.now(),
+                        ended=now(),
                         exit_code=exit_code,
                         error=error,
                         failing_stage=self.stage if phase == ERROR else None,
@@ -498,7 +494,7 @@ class _Runner:
         if kind == "STAGE" and value:
             self.stage = value[:100]
             if len(self.stages) < MAX_STAGES:
-                self.stages.append({"name": self.stage, "started": runs.now()})
+                self.stages.append({"name": self.stage, "started": now()})
             self.progress = (None, None)
             self.stage_dirty = True
         elif kind == "PROGRESS" and (numbers := _PROGRESS.match(value)):
@@ -558,19 +554,6 @@ def _retry_busy(fn: Any, attempts: int = 5) -> Any:
             time.sleep(1.0)
 
 
-def _die_with_parent(parent_pid: int) -> Any:
-    """A preexec_fn: the child gets SIGKILL when the process that started it dies."""
-
-    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
-        prctl = getattr(_LIBC, "prctl", None)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
 def _has_ended(pid: int) -> bool:
     """Whether the child ended, without reaping it: its pid (= its group id) stays reserved."""
     try:
@@ -628,7 +611,7 @@ def cancel(run_id: str, db_path: Path | str, redis_conn: redis.Redis, *, wait: f
     try:
         run = runs.finish(
             db_path, run_id, ABORTED, expect={"phase": QUEUED},
-            ended=runs.now(), error="cancelled before it started",
+            ended=now(), error="cancelled before it started",
         )  # fmt: skip
     except runs.PhaseError:
         run = runs.get(db_path, run_id)  # EXECUTING: the runner acts on the request
@@ -732,7 +715,7 @@ def _settle(db_path: Path | str, conn: redis.Redis, run: Run, reason: str, cance
     try:
         runs.finish(
             db_path, run.id, phase, expect={"phase": run.phase},
-            ended=runs.now(), error=error,
+            ended=now(), error=error,
             failing_stage=run.stage if phase == ERROR else None,
             log_tail=runs.log_tail(run.run_dir) or None,
         )  # fmt: skip

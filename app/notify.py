@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from app import accounts, runs
+from app import accounts, plumbing, runs
 from app.runs import ABORTED, COMPLETED, Run
 
 log = logging.getLogger("regio.notify")
@@ -76,7 +76,7 @@ def run_email(run: Run, event: str, base_url: str) -> tuple[str, str]:
     what = f"Run {run.id} of {run.script}"
     if event == "started":
         return _one_line(f"{what} started"), (
-            f"{what} {run.script_version} started at {run.started or runs.now()}.\n\n"
+            f"{what} {run.script_version} started at {run.started or plumbing.now()}.\n\n"
             f"Follow it: {links['session']}\n"
         )
     if run.phase == COMPLETED:

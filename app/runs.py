@@ -27,14 +27,13 @@ A run folder (the sessions module chooses where it is)::
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import secrets
 import string
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import sqlite_utils
 
 from app import db as sqlitedb
+from app import plumbing
 
 QUEUED = "QUEUED"
 EXECUTING = "EXECUTING"
@@ -136,11 +136,6 @@ class Run:
             if isinstance(values.get(name), str):
                 values[name] = json.loads(values[name])
         return cls(**values)
-
-
-def now() -> str:
-    """The current time, ISO 8601 UTC with milliseconds (``2025-01-31T12:00:00.000Z``)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_run_id() -> str:
@@ -242,7 +237,7 @@ def create(
         "observations": [dict(o) for o in observations or []],
         "output_dir": str(run_dir / OUTPUT),
     }
-    _write_json(run_dir / INPUT, data)
+    plumbing.write_json(run_dir / INPUT, data, default=str)
     run = Run(
         id=run_id,
         session_id=session_id,
@@ -251,7 +246,7 @@ def create(
         script_version=script.version,
         params=dict(params),
         run_dir=str(run_dir),
-        created=now(),
+        created=plumbing.now(),
         time_limit=script.time_limit,
         job_id=f"regio-run-{run_id}",
     )
@@ -367,23 +362,6 @@ def queue_position(run: Run, redis_conn: Any, queue_name: str = "regio") -> int 
 
 
 # ---------------------------------------------------------------------------------- run folder
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A private temporary name that replaces ``path`` at the end: readers and concurrent writers
-    never see a half-written file."""
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=str)
 
 
 def read_input(run_dir: Path | str) -> dict[str, Any]:
@@ -547,7 +525,7 @@ def write_provenance(run: Run, **extra: Any) -> Path:
         **extra,
     }
     path = Path(run.run_dir) / PROVENANCE
-    _write_json(path, record)
+    plumbing.write_json(path, record, default=str)
     return path
 
 
@@ -579,7 +557,7 @@ def bundle(
         members.append((Path(path), rel.as_posix()))
     dest = Path(dest) if dest else run_dir / BUNDLE
     with (
-        _atomic(dest) as tmp,
+        plumbing.atomic_path(dest) as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf,
     ):
         for path, arcname in members:

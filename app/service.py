@@ -10,7 +10,6 @@ left running.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -23,21 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from app import settings as settings_mod
+from app.plumbing import die_with_parent
 from app.redis_server import EmbeddedRedis
 
 
 def log(message: str) -> None:
     print(f"[regio] {message}", file=sys.stderr, flush=True)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to send SIGTERM to this child when the supervisor dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    os.setsid()  # Ctrl-C reaches the supervisor only; it stops the children in order
 
 
 def prepare_archive(values: Mapping[str, Any]) -> list[Path]:
@@ -153,7 +143,9 @@ class Service:
             cwd=settings_mod.ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet in this process
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them in order
+            # SIGTERM to the child when the supervisor dies, even by SIGKILL
+            preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM),  # noqa: PLW1509 - no threads yet
         )
         self.children.append((name, proc))
         log(f"started {name} (pid {proc.pid})")
@@ -174,7 +166,7 @@ class Service:
 
         SIGTERM asks gunicorn and rq for a warm shutdown; a second SIGTERM a second later makes rq
         stop at once (killing its running job); whatever is still alive after the grace period is
-        killed with its whole process group (each child leads one: see ``_die_with_parent``).
+        killed with its whole process group (each child leads one: see ``_spawn``).
         """
         alive = [(name, proc) for name, proc in reversed(self.children) if proc.poll() is None]
         for _name, proc in alive:

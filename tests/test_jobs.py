@@ -25,7 +25,7 @@ import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 
-from app import catalog, jobs, runs
+from app import catalog, jobs, plumbing, runs
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
 from tests.conftest import ROOT
 
@@ -418,7 +418,7 @@ def test_reconcile_reports_a_job_that_failed_before_the_script_started(engine, t
 def lost_executing_run(engine: Engine) -> Run:
     """An EXECUTING record whose job and heartbeat are gone (as after a Redis restart)."""
     run = engine.create("stages")
-    return runs.update(engine.db, run.id, phase=EXECUTING, started=runs.now(), worker="ghost")
+    return runs.update(engine.db, run.id, phase=EXECUTING, started=plumbing.now(), worker="ghost")
 
 
 def test_reconcile_is_safe_to_run_concurrently(engine):

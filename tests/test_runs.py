@@ -16,7 +16,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import __version__, catalog, runs
+from app import __version__, catalog, plumbing, runs
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED
 from tests.conftest import ROOT
 
@@ -91,11 +91,11 @@ def test_get_and_list(db, stages):
 
 def test_legal_transitions(db, stages):
     run = new_run(db, stages)
-    run = runs.update(db, run.id, phase=EXECUTING, started=runs.now(), worker="w1")
+    run = runs.update(db, run.id, phase=EXECUTING, started=plumbing.now(), worker="w1")
     assert run.phase == EXECUTING and run.worker == "w1"
     run = runs.update(db, run.id, stage="extract", stages=[{"name": "extract", "started": "t"}])
     assert runs.get(db, run.id).stages == [{"name": "extract", "started": "t"}]
-    run = runs.update(db, run.id, phase=COMPLETED, exit_code=0, ended=runs.now())
+    run = runs.update(db, run.id, phase=COMPLETED, exit_code=0, ended=plumbing.now())
     assert run.phase == COMPLETED and run.terminal
 
 
@@ -355,7 +355,7 @@ def test_concurrent_bundles_do_not_clash(run_dir):
 
 def test_provenance(db, stages):
     run = new_run(db, stages)
-    run = runs.update(db, run.id, phase=EXECUTING, started=runs.now(), host="h1", worker="w1")
+    run = runs.update(db, run.id, phase=EXECUTING, started=plumbing.now(), host="h1", worker="w1")
     path = runs.write_provenance(run, extra_key=1)
     data = json.loads(path.read_text())
     assert data["script"] == {"name": "stages", "version": "1.0"}
@@ -372,7 +372,7 @@ def test_finish_writes_the_provenance_before_the_final_phase(db, stages):
     with pytest.raises(ValueError, match="not a final phase"):
         runs.finish(db, run.id, EXECUTING)
     runs.update(db, run.id, phase=EXECUTING)
-    done = runs.finish(db, run.id, COMPLETED, exit_code=0, ended=runs.now())
+    done = runs.finish(db, run.id, COMPLETED, exit_code=0, ended=plumbing.now())
     assert done.phase == COMPLETED
     assert json.loads(provenance.read_text())["phase"] == COMPLETED
     # a finish that loses the race leaves the winner's provenance in place
