@@ -7,14 +7,17 @@ the primary header or, failing that, the first extension) is an ACIS file. It is
 ``ccd_id`` columns (any case: CIAO writes them in lower case) and a celestial column WCS on
 ``x``/``y``. Level-1 lists (``CONTENT = 'EVT1'``: unfiltered, superseded by the level-2 list of
 the same observation) and ACIS files without such a table (aspect solutions, bad-pixel files,
-images) are reported and skipped.
+images) are reported and skipped. A truncated file (a gzip stream that ends early, whose lost
+HDUs astropy drops without a warning, or a plain file that is not a whole number of 2880-byte
+blocks) is reported as unreadable rather than as a file without events.
 
 Camera: the array at the aimpoint, from the SIM translation stage position ``SIM_Z`` (nominal
-ACIS-I -233.6 mm, ACIS-S -190.1 mm; below ``SIM_Z_THRESHOLD_MM`` = -210 mm is ACIS-I, between
-that and ``SIM_Z_MAX_ACIS_MM`` is ACIS-S). Without a usable ``SIM_Z`` (missing, or outside the
-ACIS range), the chip with the most events decides: ``ccd_id`` 0-3 (I0-I3) is ACIS-I, 4-9 (S0-S5)
-ACIS-S. A file is one camera even when chips of the other array are on (ACIS-I observations
-often keep S2/S3, ACIS-S ones I2/I3): the camera says where the target is.
+ACIS-I -233.6 mm, ACIS-S -190.1 mm): from ``SIM_Z_MIN_ACIS_MM`` (-260) to ``SIM_Z_THRESHOLD_MM``
+(-210) is ACIS-I, from there to ``SIM_Z_MAX_ACIS_MM`` (-160) ACIS-S. Without a usable ``SIM_Z``
+(missing, or outside the ACIS range), the chip with the most events decides: ``ccd_id`` 0-3
+(I0-I3) is ACIS-I, 4-9 (S0-S5) ACIS-S. A file is one camera even when chips of the other array
+are on (ACIS-I observations often keep S2/S3, ACIS-S ones I2/I3): the camera says where the
+target is.
 
 Footprint: events with a valid sky position (finite, inside ``TLMIN..TLMAX``, not ``TNULL``) are
 grouped by ``ccd_id``. For each chip with at least ``MIN_EVENTS_PER_CHIP`` (50) events, isolated
@@ -26,12 +29,13 @@ MOC (``MOC.from_polygons``: great-circle edges, indistinguishable from TAN strai
 chip edges). Chips switched off have no events and stay out; the 18" gaps between chips, half
 filled by the dither, stay below the 25.8" cells of the index (order 13) and count as covered.
 
-Why these numbers: the quiescent ACIS background alone gives 0.1-0.3 counts/s a chip, so a
-chip that was on holds hundreds of events after a ks; 50 events (below 1 event/arcmin^2) is
-too few to outline a chip and is treated as no data. A 20" bin (40 sky pixels) is larger than
-the dither, so the events along a chip's dithered edge always have neighbours, and small (4%)
-against the 8.4' chip: with 14 events/arcmin^2 (1000 events a chip) an event has ~12 expected
-neighbours in its 8 surrounding bins, and only a genuinely stray event is dropped.
+Why these numbers: the ACIS background alone gives of order 0.1 (front-illuminated) to 0.3
+(back-illuminated) counts/s a chip, so a chip that was on holds a hundred events or more per ks;
+50 events (below 1 event/arcmin^2) are too few to outline a chip and count as no data. A 20"
+bin (40 sky pixels) is larger than the dither, so the events along a chip's dithered edge
+always have neighbours, and small (4%) against the 8.4' chip: with 14 events/arcmin^2 (1000
+events a chip) an event has ~12 expected neighbours in its 8 surrounding bins, and only a
+genuinely stray event is dropped.
 
 Standard event filters (as CIAO applies them to make a level-2 list): ASCA grade in
 ``GOOD_GRADES`` = {0, 2, 3, 4, 6} and ``status == 0`` (every bit of the 32-bit ``status``
@@ -44,6 +48,9 @@ else ``PI`` channels x ``PI_CHANNEL_EV`` (14.6 eV; channel k covers
 
 from __future__ import annotations
 
+import gzip
+import os
+import zlib
 from typing import Any
 
 import numpy as np
@@ -53,6 +60,7 @@ from mocpy import MOC
 from indexer.instruments import Camera, Footprint, Instrument, register
 from indexer.instruments._base import (
     NotRecognisedError,
+    UnreadableError,
     as_float,
     chip_outlines_moc,
     column_wcs,
@@ -168,6 +176,9 @@ class ChandraAcis(Instrument):
         return self._identity(hdul) == ("CHANDRA", "ACIS")
 
     def describe(self, hdul: fits.HDUList, depth: int) -> Footprint:
+        problem = _truncation(hdul)
+        if problem:
+            raise UnreadableError(problem)
         events = events_hdu(hdul, "CCD_ID")
         if events is None:
             raise NotRecognisedError(
@@ -245,6 +256,30 @@ def metadata(primary: fits.Header, header: fits.Header, camera: str) -> dict[str
         "submode": submode or None,
         "source": "events",
     }
+
+
+def _truncation(hdul: fits.HDUList) -> str | None:
+    """Why the opened file is incomplete, or None. astropy silently drops the HDUs of a gzip
+    stream that ends early (no warning), so the stream is read to its end here; a plain FITS file
+    must be a whole number of 2880-byte blocks."""
+    name = hdul.filename()
+    if not name:
+        return None
+    try:
+        with open(name, "rb") as stream:
+            compressed = stream.read(2) == b"\x1f\x8b"
+        if not compressed:
+            size = os.path.getsize(name)
+        else:
+            size = 0
+            with gzip.open(name, "rb") as stream:
+                while chunk := stream.read(1 << 22):
+                    size += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"truncated or corrupt gzip file: {' '.join(str(exc).split())}"
+    if size % 2880:
+        return f"truncated FITS file ({size} bytes, not a whole number of 2880-byte blocks)"
+    return None
 
 
 def events_moc(hdu: fits.BinTableHDU, depth: int) -> MOC:
