@@ -4,7 +4,8 @@ Tables (``index.db`` in the index folder):
 
 ``schema_version``
     One row: the number of migrations applied. :func:`connect` applies the missing ones, in
-    order, each in its own transaction (``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``).
+    order, in one transaction (``MIGRATIONS[i]`` brings version ``i`` to ``i + 1``; the code is
+    ``indexer.migrations``, shared with the app's databases).
 ``files``
     Every FITS file the last builds looked at (key: absolute ``path``), with ``size`` [bytes],
     ``mtime_ns``, ``checksum`` (sha256 hex), ``status`` (``indexed`` or ``skipped``), ``reason``
@@ -29,6 +30,9 @@ from typing import Any
 
 import numpy as np
 from sqlite_utils import Database
+
+from indexer import migrations
+from indexer.migrations import schema_version as schema_version  # store.schema_version(db)
 
 #: Metadata columns of an exposure (and of a file's ``meta``), in display order.
 EXPOSURE_COLUMNS: dict[str, type] = {
@@ -102,30 +106,9 @@ def default_kind(meta: dict[str, Any]) -> str:
     return meta.get("kind") or ("exposure-map" if meta.get("source") == "expmap" else "events")
 
 
-def schema_version(db: Database) -> int:
-    """The number of migrations applied to ``db`` (0 for a new database)."""
-    if "schema_version" not in db.table_names():
-        return 0
-    row = db.execute("select version from schema_version").fetchone()
-    return int(row[0]) if row else 0
-
-
 def migrate(db: Database) -> int:
-    """Apply the pending migrations in order; return the resulting schema version."""
-    if "schema_version" not in db.table_names():
-        db["schema_version"].create({"version": int})
-    version = schema_version(db)
-    if version > len(MIGRATIONS):
-        raise RuntimeError(
-            f"index schema version {version} is newer than this code ({len(MIGRATIONS)}): "
-            "upgrade Regio"
-        )
-    for number in range(version, len(MIGRATIONS)):
-        with db.conn:
-            MIGRATIONS[number](db)
-            db.execute("delete from schema_version")
-            db.execute("insert into schema_version (version) values (?)", [number + 1])
-    return len(MIGRATIONS)
+    """Apply the pending migrations in order (``indexer.migrations``); return the schema version."""
+    return migrations.migrate(db, MIGRATIONS, what="index")
 
 
 def connect(path: Path, *, readonly: bool = False) -> Database:
