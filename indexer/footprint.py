@@ -30,7 +30,9 @@ archive-size synthetic catalogue, order 13 gives ~5 M ranges and a 48 MB MOC set
 
 from __future__ import annotations
 
+import gzip
 import warnings
+import zlib
 from pathlib import Path
 
 from astropy.io import fits
@@ -76,6 +78,9 @@ def read_footprint(path: Path, depth: int = INDEX_DEPTH) -> Footprint:
     ``depth``: HEALPix order of the MOC. The row's ``kind`` is the data kind
     (``instruments.KINDS``). Raises :class:`NotRecognisedError` or :class:`UnreadableError`.
     """
+    problem = truncation(Path(path))
+    if problem:
+        raise UnreadableError(problem)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -92,6 +97,30 @@ def read_footprint(path: Path, depth: int = INDEX_DEPTH) -> Footprint:
         if "truncated" in message.lower():
             raise UnreadableError(f"corrupt FITS file: {message}")
     return footprint
+
+
+def truncation(path: Path) -> str | None:
+    """Why a FITS file is incomplete, or None.
+
+    astropy silently drops the HDUs of a gzip stream that ends early (no warning), so a gzip
+    file is decompressed to its end here (streaming, 4 MB at a time); a plain FITS file must be
+    a whole number of 2880-byte blocks.
+    """
+    try:
+        with path.open("rb") as stream:
+            compressed = stream.read(2) == _GZIP_MAGIC
+        if not compressed:
+            size = path.stat().st_size
+        else:
+            size = 0
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 22):
+                    size += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"truncated or corrupt gzip file: {_one_line(exc)}"
+    if size % 2880:
+        return f"truncated FITS file ({size} bytes, not a whole number of 2880-byte blocks)"
+    return None
 
 
 def _one_line(text: object) -> str:

@@ -77,7 +77,8 @@ TILE_WIDTH: int = 512
 PIXEL_ARCSEC: float = 4.0
 #: Energy band of the image [eV] (PI), inclusive of the lower bound.
 BAND_EV: tuple[float, float] = (500.0, 2000.0)
-#: Half-size of the image around a pointing [arcmin] (EPIC field of view: 15' radius).
+#: Half-size of the image around a pointing [arcmin] for an exposure of no known instrument
+#: (each instrument module gives its own ``field_radius_arcmin``).
 FIELD_RADIUS_ARCMIN: float = 16.0
 #: Pointings closer than this [arcmin] share an image: their fields may overlap.
 GROUP_LINK_ARCMIN: float = 2 * FIELD_RADIUS_ARCMIN
@@ -297,6 +298,14 @@ def _tan_wcs(center: tuple[float, float]) -> WCS:
     return wcs
 
 
+def field_radius_arcmin(row: dict[str, Any]) -> float:
+    """Radius [arcmin] around the pointing that holds the exposure's whole field of view."""
+    try:
+        return instruments.for_row(row).field_radius_arcmin
+    except KeyError:
+        return FIELD_RADIUS_ARCMIN
+
+
 def group_exposures(rows: list[dict[str, Any]]) -> list[Group]:
     """Friends-of-friends groups of the pointings (link ``GROUP_LINK_ARCMIN``), each with the
     TAN grid (``PIXEL_ARCSEC`` pixels) that holds all its fields; oversized groups are split."""
@@ -326,7 +335,7 @@ def _grid(rows, members: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> list[Gr
     center = _center(ra[members], dec[members])
     wcs = _tan_wcs(center)
     off_x, off_y = wcs.wcs_world2pix(ra[members], dec[members], 1)  # offsets [pixels]
-    radius = FIELD_RADIUS_ARCMIN * 60.0 / PIXEL_ARCSEC
+    radius = max(field_radius_arcmin(rows[i]) for i in members) * 60.0 / PIXEL_ARCSEC
     span = max(np.ptp(off_x), np.ptp(off_y)) * PIXEL_ARCSEC / 3600.0
     if span > MAX_IMAGE_SIDE_DEG and len(members) > 1:
         along = off_x if np.ptp(off_x) >= np.ptp(off_y) else off_y
@@ -376,8 +385,8 @@ def exposure_map(index: Any, group: Group) -> np.ndarray:
     exposure = np.zeros((ny, nx), dtype=np.float64)
     yy, xx = np.mgrid[0:ny, 0:nx]
     lon, lat = group.wcs.wcs_pix2world(xx, yy, 0)  # pixel centres [deg]
-    radius = int(math.ceil((FIELD_RADIUS_ARCMIN + 1) * 60.0 / PIXEL_ARCSEC))
     for row in group.rows:
+        radius = int(math.ceil((field_radius_arcmin(row) + 1) * 60.0 / PIXEL_ARCSEC))
         cx, cy = (int(v[0]) for v in group.wcs.wcs_world2pix([row["ra_pnt"]], [row["dec_pnt"]], 0))
         box = (
             slice(max(cy - radius, 0), cy + radius + 1),

@@ -213,12 +213,16 @@ def test_recognition_by_header_not_name(real_data, tmp_path):
 
 def test_sample_archive(sample_archive, tmp_path):
     """Every observation x camera of the generated archive is indexed from its event list, with
-    the truth's metadata; dead MOS1 CCDs leave holes, live CCDs are covered."""
+    the truth's metadata; dead MOS1 CCDs leave holes, live CCDs are covered. The Chandra part
+    of the demo archive is indexed beside it, each exposure once."""
     truth = json.loads((sample_archive / "truth.json").read_text())
     index_dir = tmp_path / "index"
     report = build_index([sample_archive], index_dir)
     assert report.skipped == 0
-    rows = rows_by_key(index_dir)
+    all_rows = Index.load(index_dir).observations()
+    chandra = {(r["obsid"], r["camera"]) for r in all_rows if r["mission"] == "CHANDRA"}
+    assert chandra == {(o["obsid"], o["camera"]) for o in truth["chandra"]["observations"]}
+    rows = {(r["obsid"], r["camera"]): r for r in all_rows if r["mission"] == "XMM"}
     expected = {(o["obsid"], c) for o in truth["observations"] for c in o["cameras"]}
     assert rows.keys() == expected and len(expected) == 3 * len(truth["observations"])
     holes = 0

@@ -103,6 +103,8 @@ class Instrument(ABC):
     cameras: ClassVar[tuple[Camera, ...]]
     #: columns (upper case) an imaging pass reads for ``imaging_mask`` and ``energy_ev``
     imaging_columns: ClassVar[tuple[str, ...]] = ()
+    #: radius around the pointing holding the whole field of view of any camera [arcmin]
+    field_radius_arcmin: ClassVar[float] = 16.0
 
     @abstractmethod
     def recognise(self, hdul: fits.HDUList) -> bool:

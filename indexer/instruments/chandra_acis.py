@@ -48,9 +48,6 @@ else ``PI`` channels x ``PI_CHANNEL_EV`` (14.6 eV; channel k covers
 
 from __future__ import annotations
 
-import gzip
-import os
-import zlib
 from typing import Any
 
 import numpy as np
@@ -60,7 +57,6 @@ from mocpy import MOC
 from indexer.instruments import Camera, Footprint, Instrument, register
 from indexer.instruments._base import (
     NotRecognisedError,
-    UnreadableError,
     as_float,
     chip_outlines_moc,
     column_wcs,
@@ -162,6 +158,8 @@ class ChandraAcis(Instrument):
         Camera("ACIS-S", "ACIS-S", "#de2d26"),
     )
     imaging_columns = ("ENERGY", "PI", "GRADE", "STATUS")
+    #: the aimpoint (S3 or the I array) to the far corner of an outer S chip is about 28'
+    field_radius_arcmin = 30.0
 
     def _identity(self, hdul: fits.HDUList) -> tuple[str, str]:
         primary = hdul[0].header
@@ -176,9 +174,6 @@ class ChandraAcis(Instrument):
         return self._identity(hdul) == ("CHANDRA", "ACIS")
 
     def describe(self, hdul: fits.HDUList, depth: int) -> Footprint:
-        problem = _truncation(hdul)
-        if problem:
-            raise UnreadableError(problem)
         events = events_hdu(hdul, "CCD_ID")
         if events is None:
             raise NotRecognisedError(
@@ -256,30 +251,6 @@ def metadata(primary: fits.Header, header: fits.Header, camera: str) -> dict[str
         "submode": submode or None,
         "source": "events",
     }
-
-
-def _truncation(hdul: fits.HDUList) -> str | None:
-    """Why the opened file is incomplete, or None. astropy silently drops the HDUs of a gzip
-    stream that ends early (no warning), so the stream is read to its end here; a plain FITS file
-    must be a whole number of 2880-byte blocks."""
-    name = hdul.filename()
-    if not name:
-        return None
-    try:
-        with open(name, "rb") as stream:
-            compressed = stream.read(2) == b"\x1f\x8b"
-        if not compressed:
-            size = os.path.getsize(name)
-        else:
-            size = 0
-            with gzip.open(name, "rb") as stream:
-                while chunk := stream.read(1 << 22):
-                    size += len(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        return f"truncated or corrupt gzip file: {' '.join(str(exc).split())}"
-    if size % 2880:
-        return f"truncated FITS file ({size} bytes, not a whole number of 2880-byte blocks)"
-    return None
 
 
 def events_moc(hdu: fits.BinTableHDU, depth: int) -> MOC:

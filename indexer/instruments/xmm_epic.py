@@ -87,6 +87,7 @@ class XmmEpic(Instrument):
         Camera("EPN", "pn", "#756bb1"),
     )
     imaging_columns = ("PI", "FLAG", "PATTERN")
+    field_radius_arcmin = 16.0  # the 15' field of view and a margin
 
     def _identity(self, hdul: fits.HDUList) -> tuple[str, str]:
         primary = hdul[0].header
