@@ -94,6 +94,60 @@ def wait_run(client, run_id, phases=("COMPLETED", "ERROR", "ABORTED"), timeout=6
 # ------------------------------------------------------------------------------ sessions
 
 
+def test_instruments_describe_missions_and_cameras(client):
+    instruments = client.get("/api/instruments").get_json()
+    by_key = {i["key"]: i for i in instruments}
+    assert by_key["xmm-epic"]["mission"] == "XMM"
+    assert [c["name"] for c in by_key["xmm-epic"]["cameras"]] == ["EMOS1", "EMOS2", "EPN"]
+    assert {c["name"] for c in by_key["chandra-acis"]["cameras"]} == {"ACIS-I", "ACIS-S"}
+    assert "exposure-map" in by_key["xmm-epic"]["kinds"]
+
+
+def test_a_region_on_a_shared_field_finds_both_missions(client, truth):
+    """An ACIS observation of the demo archive sits on an XMM field: one region finds both."""
+    acis = next(o for o in truth["chandra"]["observations"] if o["field"] == "CL0958")
+    body = {"source": f'icrs;circle({acis["ra_pnt"]},{acis["dec_pnt"]},60")'}
+    session = client.post("/api/sessions", json=body).get_json()
+    missions = {r["mission"] for r in session["coverage"]}
+    assert missions == {"XMM", "CHANDRA"}
+    row = next(r for r in session["coverage"] if r["mission"] == "CHANDRA")
+    assert (row["instrument"], row["camera"], row["obsid"]) == (
+        "ACIS",
+        acis["camera"],
+        acis["obsid"],
+    )
+    moc = client.get(f"/api/exposures/{row['exposure_id']}/moc")
+    assert moc.status_code == 200 and moc.get_json()
+    assert client.get("/api/exposures/CHANDRA:99999:ACIS-I/moc").status_code == 404
+
+
+def test_scripts_are_offered_and_launched_only_on_data_they_accept(client, truth, env):
+    acis = next(o for o in truth["chandra"]["observations"] if o["field"] == "CL0958")
+    body = {"source": f'icrs;circle({acis["ra_pnt"]},{acis["dec_pnt"]},60")'}
+    session = client.post("/api/sessions", json=body).get_json()
+    url, sid = session["url"], session["id"]
+    chandra = [r["exposure_id"] for r in session["coverage"] if r["mission"] == "CHANDRA"]
+    xmm = [r["exposure_id"] for r in session["coverage"] if r["mission"] == "XMM"]
+
+    def offered() -> set[str]:
+        return {s["name"] for s in client.get(f"/api/scripts?session={sid}").get_json()}
+
+    everything = {s["name"] for s in client.get("/api/scripts").get_json()}
+    assert "xmm_only" in everything and offered() == everything - {"xmm_only"}  # mixed
+    client.put(f"{url}/selection", json={"exposures": xmm})
+    assert "xmm_only" in offered()
+    client.put(f"{url}/selection", json={"exposures": chandra})
+    assert "xmm_only" not in offered() and "stages" in offered()
+    before = snapshot(Path(env["SESSIONS"]))
+    refused = client.post(f"{url}/runs", json={"script": "xmm_only"})
+    assert refused.status_code == 400
+    message = refused.get_json()["message"]
+    assert "does not accept CHANDRA" in message and "XMM/EPIC" in message
+    assert snapshot(Path(env["SESSIONS"])) == before  # nothing stored, nothing queued
+    assert client.get(f"{url}/runs").get_json() == []
+    assert client.get("/api/scripts?session=nosuchsession1").status_code == 404
+
+
 def test_create_session_finds_the_covering_observations(client, truth):
     session, src, seen = new_session(client, truth)
     covering = {(r["obsid"], r["camera"]) for r in session["coverage"]}
