@@ -196,7 +196,11 @@ def _read_bytes(path: Path | str) -> bytes:
     when reading tens of thousands of MOC files."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = []
+        size = 1 << 16
+        data = os.read(fd, size)
+        if len(data) < size:  # the common case: one read for a whole MOC file
+            return data
+        chunks = [data]
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
