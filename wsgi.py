@@ -3,7 +3,7 @@
 Each web process also runs the reconciler, which settles runs whose worker died.
 """
 
-from app import create_app, jobs
+from app import create_app, reconciler
 
 app = create_app()
-jobs.start_reconciler_thread(app)
+reconciler.start_reconciler_thread(app)

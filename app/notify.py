@@ -16,10 +16,11 @@ A notification that cannot be delivered (mail server down, webhook answering 500
 is logged, without passwords, tokens or the webhook's path and query (which often hold a
 secret), and never raises.
 
-The job runner (``app.jobs``) uses a ``RunNotifier``: ``started`` right after the script process
-started, ``ended`` after the run's final phase was recorded. Both send from a background thread,
-so a run is never delayed by a slow mail server; ``ended`` then waits (at most ``END_WAIT``
-seconds) for the threads to finish, since rq's work horse exits as soon as the job returns.
+The run supervisor (``app.runner``) uses a ``RunNotifier``: ``started`` right after the script
+process started, ``ended`` after the run's final phase was recorded. Both send from a background
+thread, so a run is never delayed by a slow mail server; ``ended`` then waits (at most
+``END_WAIT`` seconds) for the threads to finish, since rq's work horse exits as soon as the job
+returns.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Runs on real rq workers: phases, failures, cancel, time limits, lost workers, the reconciler.
+"""Runs on real rq workers (app.jobs, app.runner, app.reconciler): phases, failures, cancel,
+time limits, lost workers, the reconciler.
 
 Most tests start real ``rq worker`` subprocesses (they catch import-path and pickling problems
 SimpleWorker hides, and only they can be killed); SimpleWorker runs the rest in-process. Nothing
@@ -25,7 +26,7 @@ import redis
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 
-from app import catalog, jobs, plumbing, runs
+from app import catalog, jobs, plumbing, reconciler, runner, runs
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
 from tests.conftest import ROOT
 
@@ -99,7 +100,7 @@ class Engine:
     def wait_phase(self, run: Run, phases: set[str], reconcile: bool = False) -> Run:
         def reached() -> Run | None:
             if reconcile:
-                jobs.reconcile(self.db, self.conn, heartbeat_ttl=HEARTBEAT)
+                reconciler.reconcile(self.db, self.conn, heartbeat_ttl=HEARTBEAT)
             current = self.get(run)
             return current if current.phase in phases else None
 
@@ -109,7 +110,7 @@ class Engine:
         """Wait for the run to reach ``stage`` with ``processes`` processes; their pids."""
 
         def ready() -> list[int] | None:
-            pids = jobs.run_processes(run.id)
+            pids = runner.run_processes(run.id)
             return pids if self.get(run).stage == stage and len(pids) >= processes else None
 
         return wait_for(ready, f"run {run.id} to reach stage {stage!r}")
@@ -126,7 +127,7 @@ def engine(tmp_path, redis_url) -> Iterator[Engine]:
     eng = Engine(runs.db_path(tmp_path / "sessions"), conn)
     yield eng
     for run_id in eng.launched:  # a failed test must not leave scripts running
-        jobs.kill_run_processes(run_id)
+        runner.kill_run_processes(run_id)
     conn.close()
 
 
@@ -215,8 +216,8 @@ def test_a_run_goes_queued_executing_completed_on_a_real_worker(engine, start_wo
     assert provenance["worker"] == "w1"
     job = Job.fetch(run.job_id, connection=engine.conn)
     assert job.get_status() == JobStatus.FINISHED and job.return_value() == COMPLETED
-    assert not engine.conn.exists(jobs.ALIVE_KEY.format(run.id))
-    assert jobs.reconcile(engine.db, engine.conn, queued_grace=0) == []
+    assert not engine.conn.exists(runner.ALIVE_KEY.format(run.id))
+    assert reconciler.reconcile(engine.db, engine.conn, queued_grace=0) == []
 
 
 def test_a_failing_script_ends_error_naming_its_stage(engine, start_worker):
@@ -316,9 +317,9 @@ def test_cancel_a_running_run_kills_its_whole_process_group(engine, start_worker
     assert done.phase == ABORTED and done.error == "cancelled"
     assert done.failing_stage is None
     wait_for(lambda: not any(alive(p) for p in pids), "the script and its children to die")
-    assert jobs.run_processes(run.id) == []
+    assert runner.run_processes(run.id) == []
     assert "[regio] stopping the script: cancelled" in runs.read_log(run.run_dir)[0]
-    assert not engine.conn.exists(jobs.CANCEL_KEY.format(run.id))
+    assert not engine.conn.exists(runner.CANCEL_KEY.format(run.id))
 
 
 # -------------------------------------------------------------------------- time limit
@@ -332,7 +333,7 @@ def test_time_limit_ends_the_run_and_its_children(engine, start_worker):
     assert done.phase == ERROR and done.error == "time limit exceeded (2 s)"
     assert done.failing_stage == "wait"
     wait_for(lambda: not any(alive(p) for p in pids), "the script and its children to die")
-    assert jobs.run_processes(run.id) == []
+    assert runner.run_processes(run.id) == []
 
 
 # ----------------------------------------------------------------------------- lost workers
@@ -347,7 +348,7 @@ def test_sigkill_of_the_worker_mid_run_ends_the_run_error(engine, start_worker):
     # the horse sees its worker die and stops the script itself
     assert done.phase == ERROR and done.error == "worker lost (the rq worker process died)"
     wait_for(lambda: not any(alive(p) for p in pids), "no orphan script process")
-    assert jobs.run_processes(run.id) == []
+    assert runner.run_processes(run.id) == []
 
 
 def test_sigkill_of_the_worker_group_and_its_horse_is_settled_by_the_reconciler(
@@ -365,8 +366,8 @@ def test_sigkill_of_the_worker_group_and_its_horse_is_settled_by_the_reconciler(
     assert done.error == f"worker lost (no heartbeat from w1 on {done.host} for {HEARTBEAT:g} s)"
     assert done.failing_stage == "wait" and "[STAGE] wait" in done.log_tail
     wait_for(lambda: not any(alive(p) for p in pids), "no orphan script process")
-    assert jobs.run_processes(run.id) == []
-    assert jobs.reconcile(engine.db, engine.conn) == []  # settled once
+    assert runner.run_processes(run.id) == []
+    assert reconciler.reconcile(engine.db, engine.conn) == []  # settled once
 
 
 def test_two_workers_share_twenty_runs(engine, start_worker):
@@ -386,8 +387,9 @@ def test_two_workers_share_twenty_runs(engine, start_worker):
 def test_reconcile_requeues_a_queued_run_whose_job_vanished(engine):
     run = engine.launch("stages")
     Job.fetch(run.job_id, connection=engine.conn).delete()  # e.g. Redis lost its data
-    assert jobs.reconcile(engine.db, engine.conn) == []  # too young: being enqueued right now
-    assert jobs.reconcile(engine.db, engine.conn, queued_grace=0, scripts_dir=SCRIPTS) == [run.id]
+    reconcile = reconciler.reconcile
+    assert reconcile(engine.db, engine.conn) == []  # too young: being enqueued right now
+    assert reconcile(engine.db, engine.conn, queued_grace=0, scripts_dir=SCRIPTS) == [run.id]
     assert engine.get(run).requeues == 1
     engine.simple_worker()
     assert engine.get(run).phase == COMPLETED
@@ -396,8 +398,8 @@ def test_reconcile_requeues_a_queued_run_whose_job_vanished(engine):
 
 def test_reconcile_gives_up_requeueing_after_a_few_times(engine):
     run = engine.create("stages")
-    runs.update(engine.db, run.id, requeues=jobs.MAX_REQUEUES)
-    assert jobs.reconcile(engine.db, engine.conn, queued_grace=0) == [run.id]
+    runs.update(engine.db, run.id, requeues=reconciler.MAX_REQUEUES)
+    assert reconciler.reconcile(engine.db, engine.conn, queued_grace=0) == [run.id]
     done = engine.get(run)
     assert done.phase == ERROR and done.error.startswith("the queue lost this run")
 
@@ -408,7 +410,7 @@ def test_reconcile_reports_a_job_that_failed_before_the_script_started(engine, t
     jobs.enqueue(run, engine.catalog["stages"], engine.conn, elsewhere, scripts_dir=SCRIPTS)
     engine.simple_worker()
     assert engine.get(run).phase == QUEUED
-    assert jobs.reconcile(engine.db, engine.conn, queued_grace=0) == [run.id]
+    assert reconciler.reconcile(engine.db, engine.conn, queued_grace=0) == [run.id]
     done = engine.get(run)
     assert done.phase == ERROR
     assert done.error.startswith("the worker could not start the run: rq job failed: ")
@@ -429,7 +431,7 @@ def test_reconcile_is_safe_to_run_concurrently(engine):
     def reconcile() -> None:
         with redis.Redis(connection_pool=engine.conn.connection_pool) as conn:
             barrier.wait()
-            changed.extend(jobs.reconcile(engine.db, conn))
+            changed.extend(reconciler.reconcile(engine.db, conn))
 
     threads = [threading.Thread(target=reconcile) for _ in range(6)]
     for t in threads:
@@ -446,7 +448,7 @@ def test_a_pending_cancel_of_a_lost_run_ends_it_aborted(engine):
     run = lost_executing_run(engine)
     jobs.cancel(run.id, engine.db, engine.conn)  # nobody is there to act on it
     assert engine.get(run).phase == EXECUTING
-    assert jobs.reconcile(engine.db, engine.conn) == [run.id]
+    assert reconciler.reconcile(engine.db, engine.conn) == [run.id]
     assert engine.get(run).phase == ABORTED
 
 
@@ -454,8 +456,8 @@ def test_reconcile_leaves_healthy_runs_alone(engine):
     queued = engine.launch("stages")
     running = engine.launch("stages")
     runs.update(engine.db, running.id, phase=EXECUTING)
-    engine.conn.set(jobs.ALIVE_KEY.format(running.id), "w@h", px=60_000)
-    assert jobs.reconcile(engine.db, engine.conn, queued_grace=0) == []
+    engine.conn.set(runner.ALIVE_KEY.format(running.id), "w@h", px=60_000)
+    assert reconciler.reconcile(engine.db, engine.conn, queued_grace=0) == []
     assert engine.get(queued).phase == QUEUED and engine.get(running).phase == EXECUTING
 
 
@@ -464,7 +466,7 @@ def test_reconciler_thread_settles_lost_runs(engine):
     app = SimpleNamespace(
         extensions={"regio.settings": {"SESSIONS": engine.db.parent}, "regio.redis": engine.conn}
     )
-    thread = jobs.start_reconciler_thread(app, interval=0.1)
+    thread = reconciler.start_reconciler_thread(app, interval=0.1)
     try:
         assert app.extensions["regio.reconciler"] is thread
         engine.wait_phase(run, {ERROR})

@@ -44,7 +44,8 @@ def test_atomic_writes_replace_whole_files_and_leave_nothing_behind(tmp_path):
 
 
 def test_a_child_dies_with_the_process_that_started_it(tmp_path):
-    """A middle process starts a sleeper with ``die_with_parent`` and is killed: the sleeper goes."""
+    """A middle process starts a sleeper with ``die_with_parent``, then is killed: so is the
+    sleeper."""
     pid_file = tmp_path / "sleeper.pid"
     middle = subprocess.Popen(
         [sys.executable, "-c",
