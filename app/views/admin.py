@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from rq import Queue, Worker
 
 from app import accounts, jobs, runs
 from app.auth import accounts_db, accounts_enabled, current_user, settings
@@ -57,8 +56,8 @@ def overview():
         sessions=len(SessionStore(values["SESSIONS"]).list()),
         by_phase={phase: by_phase.get(phase, 0) for phase in runs.PHASES},
         recent=recent,
-        queue_length=Queue(jobs.QUEUE_NAME, connection=conn).count,
-        workers=Worker.all(connection=conn),
+        queue_length=jobs.queue_length(conn),
+        workers=jobs.worker_names(conn),
         disk=folder_bytes(Path(values["SESSIONS"])),
     )
 

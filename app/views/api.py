@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
-from rq import Worker
 
-from app import __version__, accounts, auth, shapes
+from app import __version__, accounts, auth, jobs, shapes
 from app.archive import coverage_rows, instruments_json, load_index
 from app.sessions import SelectionError, SessionNotFound, SessionStore
 from indexer.index import IndexNotFound
@@ -109,7 +108,7 @@ def health():
     conn = current_app.extensions["regio.redis"]
     try:
         conn.ping()
-        workers = [w.name for w in Worker.all(connection=conn)]
+        workers = jobs.worker_names(conn)
         redis_ok = True
     except Exception as exc:  # a down Redis is a status to report, not a crash
         redis_ok, workers = False, []
