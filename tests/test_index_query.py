@@ -28,7 +28,8 @@ REAL_OBSIDS = {"0201901401", "0201903501", "0404910601"}  # data/xmm-rxcj0958/RE
 
 @pytest.fixture(scope="module")
 def synth_index(tmp_path_factory):
-    """A 300-observation synthetic index plus the camera MOCs rebuilt independently, by id."""
+    """A 300-observation synthetic index (and 100 Chandra ACIS-I exposures) plus the camera MOCs
+    rebuilt independently, by id."""
     folder = tmp_path_factory.mktemp("synth") / "index"
     synth.synth_catalog(folder, observations=SYNTH_OBSERVATIONS, seed=SYNTH_SEED)
     index = Index.load(folder)
@@ -37,6 +38,9 @@ def synth_index(tmp_path_factory):
     for c, camera in enumerate(geometry.CAMERAS):
         for i, moc in enumerate(synth.camera_mocs(camera, plan)):
             mocs[c * SYNTH_OBSERVATIONS + i + 1] = moc  # synth ids: camera-major, from 1
+    acis = synth.pointings(SYNTH_OBSERVATIONS // 3, SYNTH_SEED + 1)
+    for i, moc in enumerate(synth.acis_i_mocs(acis)):
+        mocs[3 * SYNTH_OBSERVATIONS + i + 1] = moc  # then the ACIS exposures
     return index, mocs
 
 
@@ -106,7 +110,9 @@ def region_texts(draw, rows):
 
 def test_stored_mocs_equal_the_built_ones(synth_index):
     index, mocs = synth_index
-    assert len(index.mocset) == len(mocs) == 3 * SYNTH_OBSERVATIONS
+    assert len(index.mocset) == len(mocs) == 3 * SYNTH_OBSERVATIONS + SYNTH_OBSERVATIONS // 3
+    missions = {row["mission"] for row in index.observations()}
+    assert missions == {"XMM", "CHANDRA"}
     for position, ident in enumerate(np.asarray(index.mocset.ids)):
         stored = index.mocset.moc(position).to_depth29_ranges
         assert np.array_equal(stored, mocs[int(ident)].to_depth29_ranges), ident
@@ -260,7 +266,13 @@ def test_query_and_coverage_cli(real_index):
         "coverage", "--index", str(real_index), "--obsid", "0201901401", "--camera", "EPN"
     )
     assert done.returncode == 0, done.stderr
-    assert not MOC.from_json(json.loads(done.stdout)).empty()
+    by_pair = done.stdout
+    assert not MOC.from_json(json.loads(by_pair)).empty()
+    done = run_cli("coverage", "--index", str(real_index), "--exposure", "XMM:0201901401:EPN")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == by_pair
+    done = run_cli("coverage", "--index", str(real_index), "--exposure", "XMM:1:EPN")
+    assert done.returncode == 2 and "no exposure XMM:1:EPN" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -311,3 +323,18 @@ def test_mocset_from_moc_fits_files(real_index, tmp_path):
         loaded = mocsets.load(tmp_path / f"set-{source is mixed}")
         for name in ("ids", "offsets", "ranges", "cell_ptr", "cell_mocs"):
             assert np.array_equal(getattr(loaded, name), getattr(index.mocset, name)), name
+
+
+def test_synth_catalog_cli_writes_a_mixed_index(tmp_path):
+    folder = tmp_path / "synth"
+    done = run_cli(
+        "synth-catalog", "--index", str(folder), "--observations", "30", "--chandra", "5"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exposures=95" in done.stdout
+    rows = Index.load(folder).observations()
+    assert sum(r["camera"] == "ACIS-I" for r in rows) == 5
+    again = run_cli("synth-catalog", "--index", str(folder), "--observations", "30")
+    assert again.returncode == 2 and "already holds an index" in again.stderr
+    bad = run_cli("synth-catalog", "--index", str(tmp_path / "x"), "--chandra", "-1")
+    assert bad.returncode == 2 and "--chandra must be at least 0" in bad.stderr
