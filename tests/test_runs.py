@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
@@ -310,6 +311,19 @@ def test_list_products_keeps_declared_existing_files_then_strays(run_dir):
     }  # fmt: skip
     (run_dir / "output" / "products.json").write_text("{not json")
     assert {p["kind"] for p in runs.list_products(run_dir)} == {"other"}
+
+
+def test_the_kit_and_the_app_know_the_same_product_kinds():
+    """Two copies by necessity: ``scripts/regio_kit.py`` runs without the app (and is copied beside
+    other scripts folders), so it keeps its own ``KINDS``; the app's list
+    (``catalog.PRODUCT_KINDS``, which script manifests are checked against) is the authority."""
+    spec = importlib.util.spec_from_file_location(
+        "kit_under_test", ROOT / "scripts" / "regio_kit.py"
+    )
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)
+    assert kit.KINDS == catalog.PRODUCT_KINDS
+    assert "other" in kit.KINDS  # list_products calls files no manifest describes "other"
 
 
 def test_bundle_holds_products_log_input_provenance_and_extras(run_dir, tmp_path):
