@@ -394,7 +394,7 @@ class Runner:
         if self.partial:
             self.logfile.write(self.partial + b"\n")
             self.partial = b""
-        self.logfile.write(f"[regio] {message}\n".encode())
+        self.logfile.write(runs.log_line(message))
 
     def _script_env(self) -> dict[str, str]:
         """The worker's environment without Regio's and rq's settings (secrets stay out), but

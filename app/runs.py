@@ -428,10 +428,15 @@ def log_tail(run_dir: Path | str, lines: int = LOG_TAIL_LINES, max_bytes: int = 
     return "\n".join(deque(text.splitlines(), maxlen=lines))
 
 
+def log_line(message: str) -> bytes:
+    """A runner line of the log, ``[regio] message`` (the script's lines stay as it wrote them)."""
+    return f"[regio] {message}\n".encode()
+
+
 def append_log(run_dir: Path | str, message: str) -> None:
-    """Append a runner line ``[regio] message`` to the log."""
+    """Append a runner line (``log_line``) to the log."""
     with open(Path(run_dir) / LOG, "ab") as f:
-        f.write(f"[regio] {message}\n".encode())
+        f.write(log_line(message))
 
 
 def product_path(run_dir: Path | str, name: str) -> Path:
