@@ -7,15 +7,22 @@ The science lives in ``scripts/xmm``; see ``generate_spectra.toml`` for the docu
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
 
 from regio_kit import main, progress, save_product, stage
-from xmm import previews
 from xmm.pipeline import Observation
+from xmm.products import (
+    SPECTRUM_KINDS,
+    describe_spectra,
+    spectra_summary,
+    spectrum_png,
+    write_spectra,
+)
 from xmm.provenance import Provenance
-from xmm.run import pileup_cards, prepare, product_extra, say
+from xmm.run import check_pileup, pileup_cards, prepare, say
 from xmm.spectra import (
     Spectrum,
     channel_grid,
@@ -47,7 +54,7 @@ def observation_spectra(
             respfile = str(rmf)
             say(f"{obs.label}: response {rmf.name}")
     out = {}
-    for name, kind in (("source", "TOTAL"), ("background", "BKG")):
+    for name, kind in SPECTRUM_KINDS:
         if name not in obs.regions:
             continue
         sel = obs.selected[name]
@@ -75,42 +82,15 @@ def observation_spectra(
     return out
 
 
-def write_pair(
-    output_dir: Path,
-    stem: str,
-    spectra: dict[str, Spectrum],
-    camera: str,
-    cards: list[tuple],
-) -> dict[str, str]:
-    """Write the source (and background) PHA files; returns {name: file name}."""
-    files = {"source": f"{stem}_src.pha"}
-    if "background" in spectra:
-        files["background"] = f"{stem}_bkg.pha"
-        spectra["source"].backfile = files["background"]
-    for name, spec in spectra.items():
-        write_pha(output_dir / files[name], spec, camera, cards)
-    return files
-
-
-def spectrum_png(output_dir: Path, stem: str, title: str, spectra: dict[str, Spectrum]) -> str:
-    src = spectra["source"]
-    bkg = spectra.get("background")
-    e_lo, e_hi = src.grid.energy_kev()
-    png = f"{stem}_spectrum.png"
-    previews.spectrum_preview(
-        output_dir / png, title, e_lo, e_hi, src.counts, src.exposure,
-        bkg.counts if bkg else None, bkg.exposure if bkg else 0.0,
-        src.backscal / bkg.backscal if bkg and bkg.backscal > 0 else 0.0,
-    )  # fmt: skip
-    return png
-
-
 def run(inp: dict[str, Any]) -> None:
     params = inp["params"]
     output_dir = Path(inp["output_dir"])
     provenance = Provenance(inp)
     observations = prepare(
-        inp, screen_flares=bool(params.get("screen_flares", True)), provenance=provenance
+        inp,
+        screen_flares=bool(params.get("screen_flares", True)),
+        provenance=provenance,
+        after_extract=check_pileup,
     )
     responses = response_folder(params)
     written: list[tuple[Observation, str, dict[str, Spectrum], dict[str, str]]] = []
@@ -119,18 +99,9 @@ def run(inp: dict[str, Any]) -> None:
             spectra = observation_spectra(obs, params, responses)
             stem = f"{obs.obsid}_{obs.camera}"
             cards = provenance.cards(obs.obsid, obs.camera) + pileup_cards(obs)
-            files = write_pair(output_dir, stem, spectra, obs.camera, cards)
-            src = spectra["source"]
-            say(
-                f"{obs.label}: {files['source']}: {src.total_counts} counts, EXPOSURE "
-                f"{src.exposure:.1f} s, BACKSCAL {src.backscal:.0f}"
-                + (
-                    f"; {files['background']}: {spectra['background'].total_counts} counts, "
-                    f"BACKSCAL {spectra['background'].backscal:.0f}"
-                    if "background" in files
-                    else ""
-                )
-            )
+            write = functools.partial(write_pha, camera=obs.camera, extra_cards=cards)
+            files = write_spectra(output_dir, stem, spectra, write)
+            say(spectra_summary(obs.label, files, spectra, ".0f"))
             written.append((obs, stem, spectra, files))
             progress(k, len(observations))
         combined = (
@@ -141,25 +112,7 @@ def run(inp: dict[str, Any]) -> None:
         provenance.write_json(output_dir)
     with stage("previews"):
         for k, (obs, stem, spectra, files) in enumerate(written, 1):
-            png = spectrum_png(
-                output_dir,
-                stem,
-                f"{obs.obsid} {obs.camera} {obs.events.keyword('OBJECT', '')}",
-                spectra,
-            )
-            extra = product_extra(obs, png)
-            save_product(
-                output_dir, png, "plot", f"Spectrum preview {obs.label}", obs.obsid, obs.camera
-            )
-            save_product(
-                output_dir, files["source"], "spectrum",
-                f"Source spectrum (OGIP PHA) {obs.label}", obs.obsid, obs.camera, **extra,
-            )  # fmt: skip
-            if "background" in files:
-                save_product(
-                    output_dir, files["background"], "spectrum",
-                    f"Background spectrum (OGIP PHA) {obs.label}", obs.obsid, obs.camera, **extra,
-                )  # fmt: skip
+            describe_spectra(output_dir, obs, stem, spectra, files)
             progress(k, len(written) + len(combined))
         for k, (camera, stem, spectra, files) in enumerate(combined, len(written) + 1):
             png = spectrum_png(
@@ -199,7 +152,8 @@ def combine_per_camera(output_dir: Path, written: list, provenance: Provenance) 
         if all("background" in p for p in parts):
             spectra["background"] = combine([p["background"] for p in parts], "BKG")
         stem = f"combined_{camera}"
-        files = write_pair(output_dir, stem, spectra, camera, provenance.cards())
+        write = functools.partial(write_pha, camera=camera, extra_cards=provenance.cards())
+        files = write_spectra(output_dir, stem, spectra, write)
         say(
             f"{camera}: combined {len(parts)} observations: {spectra['source'].total_counts} counts, "
             f"EXPOSURE {spectra['source'].exposure:.1f} s"

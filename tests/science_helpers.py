@@ -1,8 +1,9 @@
 """Helpers shared by the science-script tests: build a run input as the runner does, run a script.
 
-The input is made from the event-list headers (``indexer.footprint.metadata``), the regions in
-ICRS (``app.shapes``) and, per observation, in the list's X/Y (``app.shapes.to_physical_ds9``
-with the list's column WCS), with the manifest's defaults filled in (``app.catalog``).
+The input is made from the event-list headers (the instrument module's ``metadata``: XMM EPIC or
+Chandra ACIS), the regions in ICRS (``app.shapes``) and, per observation, in the list's X/Y
+(``app.shapes.to_physical_ds9`` with the list's column WCS), with the manifest's defaults filled
+in (``app.catalog``).
 """
 
 from __future__ import annotations
@@ -19,23 +20,31 @@ from astropy.io import fits
 
 from app import shapes
 from app.catalog import load_script
-from indexer.instruments import column_wcs
-from indexer.instruments.xmm_epic import metadata
+from indexer.instruments import chandra_acis, column_wcs, xmm_epic
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 
 
+def index_metadata(hdul: fits.HDUList) -> dict[str, Any]:
+    """The metadata row the index keeps for an event list (XMM EPIC or Chandra ACIS)."""
+    primary, header = hdul[0].header, hdul["EVENTS"].header
+    if str(header.get("TELESCOP", primary.get("TELESCOP", ""))).strip() == "CHANDRA":
+        camera = chandra_acis.camera_from_sim_z(header.get("SIM_Z"))
+        camera = camera or chandra_acis.camera_from_chips(hdul["EVENTS"].data["ccd_id"])
+        return chandra_acis.metadata(primary, header, camera)
+    meta = xmm_epic.metadata(primary, header, "events")
+    meta["instrument"] = meta["camera"]
+    return meta
+
+
 def observation_entry(path: Path, source: str, background: str | None) -> dict[str, Any]:
     """One ``observations`` entry for an event list, with its regions in X/Y."""
     with fits.open(path) as hdul:
-        primary, header = hdul[0].header, hdul["EVENTS"].header
-        meta = metadata(primary, header, "events")
-        wcs = column_wcs(header)
-        n_events = int(header["NAXIS2"])
+        meta = index_metadata(hdul)
+        wcs = column_wcs(hdul["EVENTS"].header)
+        n_events = int(hdul["EVENTS"].header["NAXIS2"])
     meta.update(
-        camera=meta["camera"],
-        instrument=meta["camera"],
         n_events=n_events,
         path=str(path),
         size=path.stat().st_size,

@@ -13,4 +13,12 @@ Modules (no imports from the web app or the indexer, so a script runs anywhere t
 - :mod:`xmm.images`      counts images with a sky WCS
 - :mod:`xmm.provenance`  provenance keywords and ``provenance.json``
 - :mod:`xmm.previews`    PNG previews (matplotlib Agg)
+- :mod:`xmm.products`    the write / preview stages and product descriptions every script shares
+
+Much of it is instrument-neutral and serves the Chandra ACIS scripts too (``scripts/chandra``):
+the streaming reader (:class:`xmm.events.EventTable`), GTI arithmetic, region masks, live areas
+(:func:`xmm.footprint.live_area`, :class:`xmm.footprint.CcdGeometry`), the observation base
+(:class:`xmm.pipeline.EventObservation`) and stages (:func:`xmm.run.prepare`), the OGIP writers
+(:func:`xmm.spectra.spectrum_hdu`, :func:`xmm.lightcurves.write_lightcurve`), images, previews,
+provenance and :mod:`xmm.products`.
 """

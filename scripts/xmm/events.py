@@ -1,5 +1,8 @@
 """EPIC event lists: headers, per-CCD good time and live time, bad pixels, and rows in chunks.
 
+:class:`EventTable` is the instrument-neutral streaming reader (headers, rows in chunks, the
+tables after the rows); :class:`EventList` is the EPIC one (``chandra.events`` has the ACIS one).
+
 Files are recognised by their headers (``TELESCOP = 'XMM'``, ``INSTRUME`` EMOS1/EMOS2/EPN, an
 ``EVENTS`` table), plain FITS or gzip (PPS ``.FTZ``). Columns are found by name.
 
@@ -113,8 +116,17 @@ def _column_numbers(header: fits.Header) -> dict[str, int]:
     }
 
 
-class EventList:
-    """An EPIC event list opened for streaming (headers read at once, rows on demand)."""
+class EventTable:
+    """A FITS event list opened for streaming (headers read at once, rows on demand).
+
+    Instrument-neutral: a subclass names the columns it needs (``required``), checks the headers
+    (:meth:`_check`) and picks what it needs from the extensions that follow the rows
+    (:meth:`_extension_key`, :meth:`_use_extensions`), setting the per-CCD information
+    (``_ccds``) and the frame time (``_frame_time``). Column names match in any case.
+    """
+
+    #: Columns the ``EVENTS`` table must have (matched in any case; named so in messages).
+    required: tuple[str, ...] = ("TIME", "X", "Y")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -152,46 +164,52 @@ class EventList:
                 _skip(stream, _data_bytes(header))
             self.data_offset = stream.tell()
         self.header = header
-        self.camera = str(self.keyword("INSTRUME", "")).strip()
-        if self.camera not in CAMERAS:
-            raise EventListError(
-                f"{self.path.name}: INSTRUME {self.camera!r} is not an EPIC imaging camera"
-            )
+        self._check()
         self.n_rows = int(header["NAXIS2"])
         self.row_bytes = int(header["NAXIS1"])
         self.record_dtype, self._scaling = _table_layout(header)
         self.columns = {name.upper(): name for name in self.record_dtype.names}
-        for need in ("TIME", "X", "Y", "PI", "FLAG", "PATTERN", "CCDNR"):
-            if need not in self.columns:
+        for need in self.required:
+            if need.upper() not in self.columns:
                 raise EventListError(f"{self.path.name}: the EVENTS table has no {need} column")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             self.wcs = column_wcs(header)
 
+    def _check(self) -> None:
+        """Raise :class:`EventListError` unless the headers are this instrument's."""
+
+    def _extension_key(self, name: str, header: fits.Header) -> str | None:
+        """The key to keep a binary table after the rows under (None: skip it)."""
+        return None
+
+    def _use_extensions(
+        self, tables: dict[str, tuple[fits.Header, NDArray]], headers: list[fits.Header]
+    ) -> None:
+        """Set ``_ccds`` and ``_frame_time`` from the kept tables and every extension header."""
+        self._ccds, self._frame_time = {}, 0.0
+
     def _read_extensions(self, stream) -> None:
         """Parse the HDUs after the EVENTS data (``stream`` is positioned right after it)."""
-        extensions: dict[str, Any] = {}
-        frame_time = None
+        tables: dict[str, tuple[fits.Header, NDArray]] = {}
+        headers: list[fits.Header] = []
         while True:
             header, _ = _read_header(stream)
             if header is None:
                 break
+            headers.append(header)
             size = _data_bytes(header)
             name = str(header.get("EXTNAME", "")).strip().upper()
-            if "FRMTIME" in header:
-                frame_time = float(header["FRMTIME"]) / 1000.0
-            if (
-                re.fullmatch(r"(STDGTI|BADPIX)\d\d|GTI\d+", name)
-                and header.get("XTENSION") == "BINTABLE"
-            ):
+            key = (
+                self._extension_key(name, header) if header.get("XTENSION") == "BINTABLE" else None
+            )
+            if key is not None:
                 raw = stream.read(size)
                 dtype, _ = _table_layout(header)
-                rows = np.frombuffer(raw, dtype=dtype, count=int(header["NAXIS2"]))
-                extensions[name] = (header, rows)
+                tables[key] = (header, np.frombuffer(raw, dtype=dtype, count=int(header["NAXIS2"])))
             else:
                 _skip(stream, size)
-        self._frame_time = frame_time or DEFAULT_FRAME_TIME[self.camera]
-        self._ccds = self._ccd_info(extensions)
+        self._use_extensions(tables, headers)
 
     def _load_extensions(self) -> None:
         with self._open() as stream:
@@ -208,50 +226,11 @@ class EventList:
 
     @property
     def frame_time(self) -> float:
-        """Frame integration time [s] (``FRMTIME`` [ms] of an extension, else the default)."""
+        """Frame integration time [s]."""
         if self._frame_time is None:
             self._load_extensions()
         assert self._frame_time is not None
         return self._frame_time
-
-    def _ccd_info(self, ext: dict[str, Any]) -> dict[int, CcdInfo]:
-        h = self.header
-        selection = _dss_time_gtis(h)
-        out: dict[int, CcdInfo] = {}
-        numbers = sorted(
-            {int(n[-2:]) for n in ext if n.startswith("STDGTI")}
-            | {int(k[-2:]) for k in h if re.fullmatch(r"ONTIME\d\d", k)}
-        )
-        for ccd in numbers:
-            std = ext.get(f"STDGTI{ccd:02d}")
-            if std is not None:
-                good = gtimod.as_gti(np.column_stack([std[1]["START"], std[1]["STOP"]]))
-            else:
-                good = gtimod.as_gti([[h.get("TSTART", 0.0), h.get("TSTOP", 0.0)]])
-            ref = selection.get(ccd, selection.get(0))
-            if ref is not None:
-                sel = ext.get(ref.upper())
-                if sel is None:
-                    raise EventListError(
-                        f"{self.path.name}: the time selection refers to {ref}, which is missing"
-                    )
-                good = gtimod.intersect(good, np.column_stack([sel[1]["START"], sel[1]["STOP"]]))
-            on = h.get(f"ONTIME{ccd:02d}")
-            live = h.get(f"LIVETI{ccd:02d}", h.get(f"LIVETIME{ccd:02d}"))
-            if on and live:
-                fraction = float(live) / float(on)
-            elif std is not None and std[0].get("ONTIME") and std[0].get("LIVETIME"):
-                fraction = float(std[0]["LIVETIME"]) / float(std[0]["ONTIME"])
-            else:
-                fraction = 1.0
-            bad = ext.get(f"BADPIX{ccd:02d}")
-            rows = np.zeros((0, 3), np.int64)
-            if bad is not None and len(bad[1]):
-                d = bad[1]
-                yext = d["YEXTENT"] if "YEXTENT" in d.dtype.names else np.ones(len(d))
-                rows = np.column_stack([d["RAWX"], d["RAWY"], yext]).astype(np.int64)
-            out[ccd] = CcdInfo(ccd, good, min(fraction, 1.0), rows)
-        return out
 
     # --- metadata ----------------------------------------------------------------------------
 
@@ -292,7 +271,7 @@ class EventList:
                 self._read_extensions(stream)
 
     def column(self, records: NDArray, name: str, rows: NDArray | None = None) -> NDArray:
-        """Column ``name`` of a block as native numbers (only ``rows`` when given)."""
+        """Column ``name`` (any case) of a block as native numbers (only ``rows`` when given)."""
         raw = records[self.columns[name.upper()]]
         if rows is not None:
             raw = raw[rows]
@@ -309,6 +288,72 @@ class EventList:
         """Yield ``{column: native array}`` for successive blocks of at most ``chunk_rows`` rows."""
         for rec in self.record_chunks(chunk_rows):
             yield {c.upper(): self.column(rec, c) for c in columns}
+
+
+class EventList(EventTable):
+    """An EPIC event list opened for streaming (headers read at once, rows on demand)."""
+
+    required = ("TIME", "X", "Y", "PI", "FLAG", "PATTERN", "CCDNR")
+
+    def _check(self) -> None:
+        self.camera = str(self.keyword("INSTRUME", "")).strip()
+        if self.camera not in CAMERAS:
+            raise EventListError(
+                f"{self.path.name}: INSTRUME {self.camera!r} is not an EPIC imaging camera"
+            )
+
+    def _extension_key(self, name: str, header: fits.Header) -> str | None:
+        return name if re.fullmatch(r"(STDGTI|BADPIX)\d\d|GTI\d+", name) else None
+
+    def _use_extensions(
+        self, tables: dict[str, tuple[fits.Header, NDArray]], headers: list[fits.Header]
+    ) -> None:
+        """Frame time: ``FRMTIME`` [ms] of the last extension with one, else the default."""
+        frame_time = None
+        for header in headers:
+            if "FRMTIME" in header:
+                frame_time = float(header["FRMTIME"]) / 1000.0
+        self._frame_time = frame_time or DEFAULT_FRAME_TIME[self.camera]
+        self._ccds = self._ccd_info(tables)
+
+    def _ccd_info(self, ext: dict[str, Any]) -> dict[int, CcdInfo]:
+        h = self.header
+        selection = _dss_time_gtis(h)
+        out: dict[int, CcdInfo] = {}
+        numbers = sorted(
+            {int(n[-2:]) for n in ext if n.startswith("STDGTI")}
+            | {int(k[-2:]) for k in h if re.fullmatch(r"ONTIME\d\d", k)}
+        )
+        for ccd in numbers:
+            std = ext.get(f"STDGTI{ccd:02d}")
+            if std is not None:
+                good = gtimod.as_gti(np.column_stack([std[1]["START"], std[1]["STOP"]]))
+            else:
+                good = gtimod.as_gti([[h.get("TSTART", 0.0), h.get("TSTOP", 0.0)]])
+            ref = selection.get(ccd, selection.get(0))
+            if ref is not None:
+                sel = ext.get(ref.upper())
+                if sel is None:
+                    raise EventListError(
+                        f"{self.path.name}: the time selection refers to {ref}, which is missing"
+                    )
+                good = gtimod.intersect(good, np.column_stack([sel[1]["START"], sel[1]["STOP"]]))
+            on = h.get(f"ONTIME{ccd:02d}")
+            live = h.get(f"LIVETI{ccd:02d}", h.get(f"LIVETIME{ccd:02d}"))
+            if on and live:
+                fraction = float(live) / float(on)
+            elif std is not None and std[0].get("ONTIME") and std[0].get("LIVETIME"):
+                fraction = float(std[0]["LIVETIME"]) / float(std[0]["ONTIME"])
+            else:
+                fraction = 1.0
+            bad = ext.get(f"BADPIX{ccd:02d}")
+            rows = np.zeros((0, 3), np.int64)
+            if bad is not None and len(bad[1]):
+                d = bad[1]
+                yext = d["YEXTENT"] if "YEXTENT" in d.dtype.names else np.ones(len(d))
+                rows = np.column_stack([d["RAWX"], d["RAWY"], yext]).astype(np.int64)
+            out[ccd] = CcdInfo(ccd, good, min(fraction, 1.0), rows)
+        return out
 
 
 def _dss_time_gtis(header: fits.Header) -> dict[int, str]:

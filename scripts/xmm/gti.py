@@ -55,14 +55,15 @@ def union(*gtis: GTI) -> GTI:
     return as_gti(np.concatenate(parts) if parts else np.zeros((0, 2)))
 
 
-def contains(gti: GTI, times: ArrayLike) -> NDArray[np.bool_]:
-    """Whether each time lies in a good interval (``start <= t < stop``)."""
+def contains(gti: GTI, times: ArrayLike, closed: bool = False) -> NDArray[np.bool_]:
+    """Whether each time lies in a good interval (``start <= t < stop``; ``t <= stop`` when
+    ``closed``, as CIAO's range filters ``time=start:stop`` include both ends)."""
     t = np.asarray(times, dtype=np.float64)
     if len(gti) == 0:
         return np.zeros(t.shape, dtype=bool)
     k = np.searchsorted(gti[:, 0], t, side="right") - 1
     ok = k >= 0
-    ok[ok] = t[ok] < gti[k[ok], 1]
+    ok[ok] = t[ok] <= gti[k[ok], 1] if closed else t[ok] < gti[k[ok], 1]
     return ok
 
 

@@ -1,8 +1,9 @@
 """Counts images in sky pixels with a celestial WCS (and DS9 ``physical`` = event X/Y keywords).
 
-An image of ``nx x ny`` pixels of ``b`` sky pixels (``b * 0.05"``) starts at X = ``x0``, Y =
-``y0``: image pixel ``i`` (1-based) holds the integer X values ``x0 + (i-1) b .. x0 + i b - 1``,
-so its centre is ``X = x0 + (i-1) b + (b-1)/2``. The WCS is the event list's column WCS
+An image of ``nx x ny`` pixels of ``b`` sky pixels (``b * 0.05"`` for EPIC, ``b * 0.492"`` for
+ACIS) starts at X = ``x0``, Y = ``y0``: image pixel ``i`` (1-based) holds the X values in
+``[x0 - 1/2 + (i-1) b, x0 - 1/2 + i b)`` (sky pixel k spans ``k +- 1/2``), i.e. the integer X values
+``x0 + (i-1) b .. x0 + i b - 1`` of EPIC lists, so its centre is ``X = x0 + (i-1) b + (b-1)/2``. The WCS is the event list's column WCS
 rescaled (``CDELT = TCDLT b``, ``CRPIX`` from the centre formula), and ``LTM1_1 = 1/b``,
 ``LTV1`` map X/Y to image pixels as SAS and DS9 do.
 """
@@ -44,9 +45,9 @@ class ImageGrid:
         return Region([Box(True, self.x0 - 0.5 + w / 2, self.y0 - 0.5 + h / 2, w, h, 0.0)])
 
     def histogram(self, x: NDArray, y: NDArray) -> NDArray[np.int32]:
-        """Counts image (ny, nx) of events at integer X/Y."""
-        ix = np.floor((x - self.x0) / self.binning).astype(np.int64)
-        iy = np.floor((y - self.y0) / self.binning).astype(np.int64)
+        """Counts image (ny, nx) of events at X/Y (integer or not)."""
+        ix = np.floor((x - self.x0 + 0.5) / self.binning).astype(np.int64)
+        iy = np.floor((y - self.y0 + 0.5) / self.binning).astype(np.int64)
         ok = (ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny)
         flat = np.bincount(iy[ok] * self.nx + ix[ok], minlength=self.nx * self.ny)
         return flat.reshape(self.ny, self.nx).astype(np.int32)
@@ -64,6 +65,18 @@ class ImageGrid:
         ]
         w.wcs.radesys = "ICRS"
         return w
+
+    @staticmethod
+    def field_hook(binning: int, margin: float, name: str):
+        """An ``extra_regions_for`` hook for :func:`xmm.run.prepare`: the grid around an
+        observation's regions (kept in its metadata as ``_grid``) as region ``name``, so its
+        events are collected in the same pass."""
+
+        def hook(meta: dict, regions: dict[str, Region]) -> dict[str, Region]:
+            meta["_grid"] = ImageGrid.around(list(regions.values()), binning, margin)
+            return {name: meta["_grid"].selector()}
+
+        return hook
 
     def physical_keywords(self) -> dict[str, float]:
         """DS9/SAS ``image = LTM * physical + LTV``."""

@@ -7,7 +7,8 @@ no good time are not written. For bin ``i``:
   region with their live-area weights;
 - exposure = ``FRACEXP x TIMEDEL`` corrected for dead time (the CCDs' live fractions), so that the
   exposures of all bins add up to the spectrum's EXPOSURE;
-- ``COUNTS`` = source events in the band (``CHANMIN <= PI <= CHANMAX``, PI in eV);
+- ``COUNTS`` = source events in the band (``CHANMIN <= PI <= CHANMAX``; PI in eV for EPIC, the
+  PI channel for ACIS);
 - ``BACKV`` = background counts / background exposure x BACKSCAL_src / BACKSCAL_bkg, ``BACKE``
   its Poisson error;
 - ``RATE`` = COUNTS / exposure - BACKV (net), ``ERROR`` = both Poisson errors in quadrature
@@ -30,8 +31,8 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from xmm import gti as gtimod
-from xmm.pipeline import Observation
-from xmm.spectra import fit_comments, gti_hdu
+from xmm.pipeline import EventObservation
+from xmm.spectra import add_card, fit_comments, gti_hdu
 
 
 @dataclass
@@ -55,7 +56,7 @@ class LightCurve:
         return self.quality == 0
 
 
-def _exposure(obs: Observation, name: str, edges: NDArray) -> tuple[NDArray, NDArray]:
+def _exposure(obs: EventObservation, name: str, edges: NDArray) -> tuple[NDArray, NDArray]:
     """(live exposure [s], FRACEXP) of each bin for region ``name``."""
     width = np.diff(edges)
     live = np.zeros(len(width))
@@ -68,7 +69,7 @@ def _exposure(obs: Observation, name: str, edges: NDArray) -> tuple[NDArray, NDA
 
 
 def light_curve(
-    obs: Observation, band_ev: tuple[int, int], timedel: float, fexpmin: float
+    obs: EventObservation, band_ev: tuple[int, int], timedel: float, fexpmin: float
 ) -> LightCurve:
     """The light curve of the source region of ``obs`` (net of the background if there is one)."""
     gti = obs.region_gti("source")
@@ -113,9 +114,12 @@ def light_curve(
 
 
 def write_lightcurve(
-    path: Path, lc: LightCurve, keywords: dict[str, Any], cards: list[tuple]
+    path: Path, lc: LightCurve, keywords: dict[str, Any], cards: list[tuple], pi_unit: str = "eV"
 ) -> None:
-    """RATE table (TIME, RATE, ERROR, COUNTS, BACKV, BACKE, FRACEXP, QUALITY) and a GTI table."""
+    """RATE table (TIME, RATE, ERROR, COUNTS, BACKV, BACKE, FRACEXP, QUALITY) and a GTI table.
+
+    ``pi_unit`` says what a PI value is in the CHANMIN/CHANMAX comments (EPIC eV, ACIS channel).
+    """
     cols = [
         fits.Column(name="TIME", format="D", unit="s", array=lc.time),
         fits.Column(name="RATE", format="E", unit="count/s", array=lc.rate),
@@ -153,19 +157,14 @@ def write_lightcurve(
     h["ONTIME"] = (gtimod.total(lc.gti), "[s] good time")
     h["EXPOSURE"] = (float(lc.exposure.sum()), "[s] live exposure of the bins")
     h["CHANTYPE"] = ("PI", "channel type")
-    h["CHANMIN"] = (lc.chan[0], "lowest PI (eV) in the band")
-    h["CHANMAX"] = (lc.chan[1], "highest PI (eV) in the band")
+    h["CHANMIN"] = (lc.chan[0], f"lowest PI ({pi_unit}) in the band")
+    h["CHANMAX"] = (lc.chan[1], f"highest PI ({pi_unit}) in the band")
     h["FEXPMIN"] = (lc.fexpmin, "bins with FRACEXP below this have QUALITY 1")
     h["NLOWEXP"] = (int(np.count_nonzero(lc.quality)), "number of low-exposure bins")
     primary = fits.PrimaryHDU()
     for card in cards:
         for header in (primary.header, h):
-            if card[0] == "HISTORY":
-                header.add_history(card[1])
-            elif card[0] == "COMMENT":
-                header.add_comment(card[1])
-            else:
-                header[card[0]] = card[1:]
+            add_card(header, card)
     gti = gti_hdu(lc.gti, "GTI", None, keywords)
     for x in (primary, hdu, gti):
         fit_comments(x.header)

@@ -15,6 +15,10 @@ For each selected (observation, camera) with an event list:
 Regions: the per-observation DS9 ``physical`` text of the input (``regions_pixel``, the event
 list's X/Y, computed by the runner with the list's column WCS) is used as given; when it is
 absent the ICRS DS9 text is converted here with the same column WCS (``regions`` ``to_pixel``).
+
+:class:`EventObservation` holds what does not depend on the instrument (the selected events, the
+per-CCD good time, the live areas, and the exposures that follow); :class:`Observation` is the
+EPIC one and ``chandra.pipeline.AcisObservation`` the ACIS one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from xmm.events import (
     STANDARD_FILTER_TEXT,
     EventList,
     EventListError,
+    EventTable,
     standard_filter,
 )
 from xmm.flares import THRESHOLD, FlareCurve, high_energy_singles
@@ -76,17 +81,22 @@ class RegionEvents:
 
 
 @dataclass
-class Observation:
-    """One (observation, camera) of the run input, carried through the stages."""
+class EventObservation:
+    """One (observation, camera) of the run input, carried through the stages: any instrument.
+
+    A subclass reads the events (:meth:`read`: ``selected``, ``n_read``, ``n_standard``), sets
+    the per-CCD good time (``good_time``) and the live areas of the regions (``areas``, in
+    :meth:`extract`); exposures and good time under a region follow from those here.
+    """
+
+    #: Whether an event at the very end of a good interval is in it (``xmm.gti.contains``).
+    GTI_CLOSED = False
 
     meta: dict[str, Any]
-    events: EventList
+    events: EventTable
     regions: dict[str, Region]
     selected: dict[str, RegionEvents] = field(default_factory=dict)
-    flare_curve: FlareCurve | None = None
-    geometry: dict[int, CcdGeometry] = field(default_factory=dict)
     good_time: dict[int, NDArray] = field(default_factory=dict)
-    flare_gti: NDArray | None = None
     areas: dict[str, LiveArea] = field(default_factory=dict)
     n_read: int = 0
     n_standard: int = 0
@@ -97,11 +107,89 @@ class Observation:
 
     @property
     def camera(self) -> str:
-        return self.events.camera
+        raise NotImplementedError
 
     @property
     def label(self) -> str:
         return f"{self.obsid} {self.camera}"
+
+    def read(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        raise NotImplementedError
+
+    def extract(self) -> None:
+        raise NotImplementedError
+
+    def filters_text(self) -> str:
+        raise NotImplementedError
+
+    def select_regions(
+        self,
+        parts: dict[str, list[RegionEvents]],
+        records: NDArray,
+        rows: NDArray,
+        x: NDArray,
+        y: NDArray,
+        pi: NDArray,
+        ccd: NDArray,
+    ) -> None:
+        """Add the events of each region among ``rows`` of a block of ``records`` to ``parts``.
+
+        ``x``, ``y``, ``pi``, ``ccd`` are the values of those rows (sky pixels, PI, CCD).
+        """
+        for name, region in self.regions.items():
+            m = region.mask(x, y)
+            parts[name].append(
+                RegionEvents(
+                    self.events.column(records, "TIME", rows[m]).astype(np.float64),
+                    pi[m].astype(np.int32),
+                    ccd[m].astype(np.int16),
+                    x[m],
+                    y[m],
+                )
+            )
+
+    def keep_good_time(self) -> int:
+        """Drop selected events outside the good time of their CCD; returns how many went."""
+        dropped = 0
+        for name, sel in self.selected.items():
+            keep = np.zeros(len(sel), dtype=bool)
+            for ccd, good in self.good_time.items():
+                on = np.flatnonzero(sel.ccd == ccd)
+                keep[on] = gtimod.contains(good, sel.time[on], self.GTI_CLOSED)
+            self.selected[name] = sel.take(keep)
+            dropped += int(np.count_nonzero(~keep))
+        return dropped
+
+    def good_time_total(self, ccd: int) -> float:
+        """Good time [s] of a CCD (on time, before the dead-time correction)."""
+        return gtimod.total(self.good_time[ccd])
+
+    def livetime(self, ccd: int) -> float:
+        """Live time [s] of a CCD within its good time."""
+        return gtimod.total(self.good_time[ccd]) * self.events.ccds[ccd].live_fraction
+
+    def exposure(self, name: str) -> float:
+        """Live time of the CCDs under region ``name``, weighted by the live area on each [s]."""
+        weights = self.areas[name].weights()
+        return float(sum(w * self.livetime(c) for c, w in weights.items()))
+
+    def region_gti(self, name: str) -> NDArray:
+        """Good time of the CCDs under region ``name`` (union)."""
+        return gtimod.union(*(self.good_time[c] for c in self.areas[name].weights()))
+
+
+@dataclass
+class Observation(EventObservation):
+    """One (observation, camera) of an EPIC event list, carried through the stages."""
+
+    events: EventList
+    flare_curve: FlareCurve | None = None
+    geometry: dict[int, CcdGeometry] = field(default_factory=dict)
+    flare_gti: NDArray | None = None
+
+    @property
+    def camera(self) -> str:
+        return self.events.camera
 
     # --- stage 1 -----------------------------------------------------------------------------
 
@@ -125,23 +213,13 @@ class Observation:
             self.n_standard += len(good)
             x = ev.column(rec, "X", good).astype(np.float64)
             y = ev.column(rec, "Y", good).astype(np.float64)
-            for name, region in self.regions.items():
-                m = region.mask(x, y)
-                rows = good[m]
-                parts[name].append(
-                    RegionEvents(
-                        ev.column(rec, "TIME", rows).astype(np.float64),
-                        pi_all[rows].astype(np.int32),
-                        ev.column(rec, "CCDNR", rows).astype(np.int16),
-                        x[m],
-                        y[m],
-                    )
-                )
+            ccd_good = ev.column(rec, "CCDNR", good)
+            self.select_regions(parts, rec, good, x, y, pi_all[good], ccd_good)
             # the geometry sample: every stride-th good event, from the start of the list
             offset = (-(self.n_read - len(rec))) % stride
             sample = np.arange(offset, len(good), stride)
             rows = good[sample]
-            ccd = ev.column(rec, "CCDNR", rows).astype(np.int64)
+            ccd = ccd_good[sample].astype(np.int64)
             rawx, rawy = ev.column(rec, "RAWX", rows), ev.column(rec, "RAWY", rows)
             for c in np.unique(ccd):
                 on = ccd == c
@@ -187,12 +265,7 @@ class Observation:
 
     def extract(self) -> None:
         """Drop events outside the good time of their CCD; live areas of the regions."""
-        for name, sel in self.selected.items():
-            keep = np.zeros(len(sel), dtype=bool)
-            for ccd, good in self.good_time.items():
-                on = np.flatnonzero(sel.ccd == ccd)
-                keep[on] = gtimod.contains(good, sel.time[on])
-            self.selected[name] = sel.take(keep)
+        self.keep_good_time()
         solved = {}
         for ccd, geom in sorted(self.geometry.items()):
             info = self.events.ccds.get(ccd)
@@ -202,28 +275,11 @@ class Observation:
                 solved[ccd] = geom
         self.areas = {name: live_area(region, solved) for name, region in self.regions.items()}
 
-    def good_time_total(self, ccd: int) -> float:
-        """Good time [s] of a CCD (on time, before the dead-time correction)."""
-        return gtimod.total(self.good_time[ccd])
-
-    def livetime(self, ccd: int) -> float:
-        """Live time [s] of a CCD within its good time."""
-        return gtimod.total(self.good_time[ccd]) * self.events.ccds[ccd].live_fraction
-
-    def exposure(self, name: str) -> float:
-        """Live time of the CCDs under region ``name``, weighted by the live area on each [s]."""
-        weights = self.areas[name].weights()
-        return float(sum(w * self.livetime(c) for c, w in weights.items()))
-
-    def region_gti(self, name: str) -> NDArray:
-        """Good time of the CCDs under region ``name`` (union)."""
-        return gtimod.union(*(self.good_time[c] for c in self.areas[name].weights()))
-
     def filters_text(self) -> str:
         return STANDARD_FILTER_TEXT[self.camera]
 
 
-def regions_for(obs: dict[str, Any], inp: dict[str, Any], events: EventList) -> dict[str, Region]:
+def regions_for(obs: dict[str, Any], inp: dict[str, Any], events: EventTable) -> dict[str, Region]:
     """The source (and background, if any) regions of an observation in its X/Y pixels."""
     pixel = obs.get("regions_pixel") or {}
     out: dict[str, Region] = {}
@@ -243,14 +299,20 @@ def regions_for(obs: dict[str, Any], inp: dict[str, Any], events: EventList) -> 
 
 
 def open_observation(
-    obs: dict[str, Any], inp: dict[str, Any], extra_for: ExtraRegions | None = None
-) -> Observation:
+    obs: dict[str, Any],
+    inp: dict[str, Any],
+    extra_for: ExtraRegions | None = None,
+    *,
+    event_list: type[EventTable] = EventList,
+    observation: type[EventObservation] = Observation,
+) -> EventObservation:
     """Check and open one observation of the input; raises SkipObservation with the reason.
 
     ``extra_for(obs, regions)`` may add named regions whose events are collected in the same
-    pass (e.g. the field of an image).
+    pass (e.g. the field of an image). ``event_list`` and ``observation`` are the instrument's
+    classes (EPIC by default).
     """
-    if obs.get("source") == "expmap":
+    if obs.get("source") == "expmap" or obs.get("kind") == "exposure-map":
         raise SkipObservation(
             "only an exposure map is archived for it (no event list), so it cannot be processed"
         )
@@ -258,10 +320,10 @@ def open_observation(
     if not path:
         raise SkipObservation("the input gives no event-list path")
     try:
-        events = EventList(path)
+        events = event_list(path)
     except EventListError as exc:
         raise SkipObservation(str(exc)) from None
     regions = regions_for(obs, inp, events)
     if extra_for is not None:
         regions.update(extra_for(obs, regions))
-    return Observation(obs, events, regions)
+    return observation(obs, events, regions)

@@ -11,17 +11,27 @@ point source in full-frame mode (MOS 0.70 counts/s x 2.6 s = 1.82 counts/frame, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from regio_kit import ScriptError, progress, stage
-from xmm.pipeline import ExtraRegions, Observation, SkipObservation, open_observation
+from xmm.pipeline import (
+    EventObservation,
+    ExtraRegions,
+    Observation,
+    SkipObservation,
+    open_observation,
+)
 from xmm.provenance import Provenance
 
 PILEUP_RADIUS_ARCSEC = 20.0
 PILEUP_ENCIRCLED = 0.8
 PILEUP_COUNTS_PER_FRAME = {"EMOS1": 0.70 * 2.6, "EMOS2": 0.70 * 2.6, "EPN": 6.0 * 0.0734}
+
+
+Opener = Callable[[dict[str, Any], dict[str, Any], ExtraRegions | None], EventObservation]
 
 
 def say(text: str) -> None:
@@ -35,11 +45,19 @@ def _label(obs: dict[str, Any]) -> str:
 def prepare(
     inp: dict[str, Any],
     *,
-    screen_flares: bool,
+    screen_flares: bool | None,
     extra_regions_for: ExtraRegions | None = None,
     provenance: Provenance,
-) -> list[Observation]:
-    """Run the three shared stages; returns the usable observations (fails if there are none)."""
+    opener: Opener = open_observation,
+    after_extract: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """Run the shared stages; returns the usable observations (fails if there are none).
+
+    ``opener`` opens one observation of the input (EPIC by default; another instrument passes
+    ``open_observation`` with its own classes); ``screen_flares`` None skips the flare
+    screening stage (an instrument without one); ``after_extract(obs)`` is an extra check after
+    the extraction (EPIC scripts pass :func:`check_pileup`) that may raise SkipObservation.
+    """
     problems: list[str] = []
     observations: list[Observation] = []
     selected = inp.get("observations") or []
@@ -53,7 +71,7 @@ def prepare(
     with stage("read events"):
         for k, meta in enumerate(selected, 1):
             try:
-                obs = open_observation(meta, inp, extra_regions_for)
+                obs = opener(meta, inp, extra_regions_for)
                 say(f"{obs.label}: reading {obs.events.n_rows} events from {obs.events.path.name}")
                 obs.read()
                 say(
@@ -65,21 +83,24 @@ def prepare(
             except SkipObservation as exc:
                 skip(_label(meta), str(exc))
             progress(k, len(selected))
-    with stage("screen flares"):
-        kept = []
-        for k, obs in enumerate(observations, 1):
-            try:
-                say(obs.screen(screen_flares))
-                kept.append(obs)
-            except SkipObservation as exc:
-                skip(obs.label, str(exc))
-            progress(k, len(observations))
-        observations = kept
+    if screen_flares is not None:
+        with stage("screen flares"):
+            kept = []
+            for k, obs in enumerate(observations, 1):
+                try:
+                    say(obs.screen(screen_flares))
+                    kept.append(obs)
+                except SkipObservation as exc:
+                    skip(obs.label, str(exc))
+                progress(k, len(observations))
+            observations = kept
     with stage("extract"):
         kept = []
         for k, obs in enumerate(observations, 1):
             try:
                 _extract(obs)
+                if after_extract is not None:
+                    after_extract(obs)
                 provenance.add_input(
                     obs.meta,
                     obs.camera,
@@ -96,13 +117,13 @@ def prepare(
     return observations
 
 
-def _extract(obs: Observation) -> None:
+def _extract(obs: EventObservation) -> None:
     obs.extract()
     source = obs.areas["source"]
     if source.total <= 0:
         raise SkipObservation(
             "the source region lies outside every CCD (off the field of view, on chip gaps or "
-            "on a dead CCD)"
+            "on a dead or switched-off CCD)"
         )
     n_src = len(obs.selected["source"])
     if n_src == 0:
@@ -119,7 +140,11 @@ def _extract(obs: Observation) -> None:
         f"({source.total / max(source.geometric, 1e-9) * 100:.1f} % of the region) on {ccds}, "
         f"exposure {exposure:.1f} s"
     )
-    counts_per_frame = peak_counts_per_frame(obs, exposure)
+
+
+def check_pileup(obs: Observation) -> None:
+    """EPIC pile-up risk: counts per frame at the source's brightest spot against the UHB limit."""
+    counts_per_frame = peak_counts_per_frame(obs, obs.exposure("source"))
     obs.meta["_counts_per_frame"] = counts_per_frame
     limit = PILEUP_COUNTS_PER_FRAME[obs.camera]
     obs.meta["_pileup"] = counts_per_frame > limit
@@ -170,7 +195,7 @@ def pileup_cards(obs: Observation) -> list[tuple]:
     return cards
 
 
-def product_extra(obs: Observation, preview: str | None) -> dict[str, Any]:
+def product_extra(obs: EventObservation, preview: str | None) -> dict[str, Any]:
     """The extra keys of a product entry (date, exposure, preview file)."""
     return {
         "date_obs": obs.events.keyword("DATE-OBS"),

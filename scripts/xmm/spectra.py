@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS
 from numpy.typing import NDArray
 
 from xmm import gti as gtimod
@@ -42,25 +43,42 @@ REGION_EXTNAME = "REG00106"
 
 @dataclass(frozen=True)
 class ChannelGrid:
-    """A SAS spectral channel grid: ``n`` channels of ``width`` PI units (eV) from PI 0."""
+    """``n`` spectral channels of ``width`` PI values each, numbered from ``first``.
+
+    Channel ``c`` (``first <= c < first + n``) holds PI ``c*width .. c*width + width - 1``; one
+    PI value is ``ev_per_pi`` eV wide and the first channel starts at energy 0. SAS: PI in eV,
+    channels from 0 (e.g. 4096 x 5 eV); CIAO ACIS: the PI channels themselves, 1..1024 of 14.6 eV.
+    """
 
     width: int
     n: int
+    first: int = 0
+    ev_per_pi: float = 1.0
+
+    @property
+    def pi_min(self) -> int:
+        return self.first * self.width
 
     @property
     def pi_max(self) -> int:
-        return self.width * self.n - 1
+        return (self.first + self.n) * self.width - 1
+
+    @property
+    def channels(self) -> NDArray[np.int64]:
+        """The CHANNEL numbers."""
+        return np.arange(self.first, self.first + self.n)
 
     def histogram(self, pi: NDArray) -> NDArray[np.int64]:
-        """Counts per channel of events with PI values ``pi`` [eV]."""
+        """Counts per channel of events with PI values ``pi``."""
         pi = np.asarray(pi)
-        on = (pi >= 0) & (pi <= self.pi_max)
-        return np.bincount(pi[on].astype(np.int64) // self.width, minlength=self.n)
+        on = (pi >= self.pi_min) & (pi <= self.pi_max)
+        return np.bincount(pi[on].astype(np.int64) // self.width - self.first, minlength=self.n)
 
     def energy_kev(self) -> tuple[NDArray, NDArray]:
-        """Low and high energy edges [keV] of each channel (PI in eV)."""
-        lo = np.arange(self.n) * self.width / 1000.0
-        return lo, lo + self.width / 1000.0
+        """Low and high energy edges [keV] of each channel."""
+        step = self.width * self.ev_per_pi / 1000.0
+        lo = np.arange(self.n) * step
+        return lo, lo + step
 
 
 def channel_grid(camera: str, mos_bin: int = 5) -> ChannelGrid:
@@ -185,8 +203,14 @@ def gti_hdu(
     return hdu
 
 
-def region_hdu(region: Region) -> fits.BinTableHDU:
-    """CXC/SAS region table: one component per included shape, exclusions in every component."""
+def region_hdu(
+    region: Region, extname: str = REGION_EXTNAME, wcs: WCS | None = None
+) -> fits.BinTableHDU:
+    """CXC/SAS region table: one component per included shape, exclusions in every component.
+
+    With ``wcs`` (the event list's column WCS) the X/Y columns carry it (``TCTYPn``...), as in
+    CIAO region blocks.
+    """
     rows = []
     for comp, inc in enumerate(region.includes, start=1):
         rows.append((inc.fits_row(), comp))
@@ -218,9 +242,16 @@ def region_hdu(region: Region) -> fits.BinTableHDU:
             fits.Column(name="ROTANG", format="E", unit="deg", array=rot),
             fits.Column(name="COMPONENT", format="I", array=comps),
         ],
-        name=REGION_EXTNAME,
+        name=extname,
     )
     h = hdu.header
+    if wcs is not None:
+        for i, axis in ((2, 0), (3, 1)):  # the X and Y columns
+            h[f"TCTYP{i}"] = wcs.wcs.ctype[axis]
+            h[f"TCRVL{i}"] = float(wcs.wcs.crval[axis])
+            h[f"TCRPX{i}"] = float(wcs.wcs.crpix[axis])
+            h[f"TCDLT{i}"] = float(wcs.wcs.cdelt[axis])
+            h[f"TCUNI{i}"] = "deg"
     h["HDUCLASS"] = "ASC"
     h["HDUCLAS1"] = "REGION"
     h["HDUCLAS2"] = "STANDARD"
@@ -242,13 +273,17 @@ def event_keywords(events: EventList) -> dict[str, Any]:
     return out
 
 
-def write_pha(
-    path: Path, spec: Spectrum, camera: str, extra_cards: list[tuple] | None = None
-) -> None:
-    """Write ``spec`` as an OGIP PHA file (primary + SPECTRUM + GTIs + REGION)."""
-    n = spec.grid.n
+def spectrum_hdu(spec: Spectrum, exposure_comment: str, backscal_comment: str) -> fits.BinTableHDU:
+    """The OGIP ``SPECTRUM`` table (OGIP/92-007) of ``spec`` with the keywords every PHA carries.
+
+    Columns CHANNEL (the grid's numbers, ``TLMIN1``/``TLMAX1``) and COUNTS (+ QUALITY and
+    GROUPING when grouped); the event-list keywords of ``spec.keywords`` (but the ``REF*`` sky
+    WCS, which goes to the primary header only), EXPOSURE, AREASCAL, BACKFILE, BACKSCAL,
+    CORRFILE, CORRSCAL, RESPFILE, ANCRFILE, DETCHANS, CHANTYPE 'PI', POISSERR, HDUCLASn.
+    """
+    grid = spec.grid
     cols = [
-        fits.Column(name="CHANNEL", format="I", array=np.arange(n, dtype=np.int16)),
+        fits.Column(name="CHANNEL", format="I", array=grid.channels.astype(np.int16)),
         fits.Column(name="COUNTS", format="J", unit="count", array=spec.counts.astype(np.int32)),
     ]
     if spec.grouping is not None and spec.quality is not None:
@@ -256,8 +291,8 @@ def write_pha(
         cols.append(fits.Column(name="GROUPING", format="I", array=spec.grouping))
     hdu = fits.BinTableHDU.from_columns(cols, name="SPECTRUM")
     h = hdu.header
-    h["TLMIN1"] = (0, "Lowest legal channel number")
-    h["TLMAX1"] = (n - 1, "Highest legal channel number")
+    h["TLMIN1"] = (grid.first, "Lowest legal channel number")
+    h["TLMAX1"] = (grid.first + grid.n - 1, "Highest legal channel number")
     h["HDUCLASS"] = ("OGIP", "format conforms to OGIP standard")
     h["HDUCLAS1"] = ("SPECTRUM", "PHA dataset (OGIP memo OGIP-92-007)")
     h["HDUVERS"] = ("1.2.1", "Version of format (OGIP memo OGIP-92-007)")
@@ -265,21 +300,19 @@ def write_pha(
     h["LONGSTRN"] = ("OGIP 1.0", "The HEASARC long string convention may be used")
     h["HDUCLAS2"] = (spec.kind, "TOTAL: gross source spectrum; BKG: background")
     h["HDUCLAS3"] = ("COUNT", "PHA data stored as counts (not count/s)")
-    keywords = {**spec.keywords}
-    for key, value in keywords.items():
-        if key.startswith("REF"):
-            continue
-        h[key] = value
-    h["EXPOSURE"] = (spec.exposure, "[s] Weighted live time of CCDs in the extraction region")
+    for key, value in spec.keywords.items():
+        if not key.startswith("REF"):
+            h[key] = value
+    h["EXPOSURE"] = (spec.exposure, exposure_comment)
     h["AREASCAL"] = (1.0, "Area scaling factor")
     h["BACKFILE"] = (spec.backfile, "Background FITS file")
-    h["BACKSCAL"] = (spec.backscal, "[sky pixel^2] live area of the extraction region")
+    h["BACKSCAL"] = (spec.backscal, backscal_comment)
     h["CORRFILE"] = ("NONE", "Correlation FITS file")
     h["CORRSCAL"] = (1.0, "Correlation scale factor")
     h["RESPFILE"] = (spec.respfile, "Redistribution matrix")
     h["ANCRFILE"] = (spec.ancrfile, "Ancillary response")
     h["PHAVERSN"] = ("1992a", "obsolete")
-    h["DETCHANS"] = (n, "Total number of possible channels")
+    h["DETCHANS"] = (grid.n, "Total number of possible channels")
     h["CHANTYPE"] = ("PI", "Channel type (PHA, PI etc)")
     h["POISSERR"] = (True, "Poissonian errors to be assumed")
     h["STAT_ERR"] = (0, "no statistical error specified")
@@ -287,6 +320,41 @@ def write_pha(
     if spec.grouping is None:
         h["QUALITY"] = (0, "All channels have good quality")
         h["GROUPING"] = (0, "No data grouping done")
+    return hdu
+
+
+def write_hdus(
+    path: Path,
+    keywords: dict[str, Any],
+    hdus: list[fits.hdu.base.ExtensionHDU],
+    extra_cards: list[tuple] | None = None,
+    history: list[str] | None = None,
+) -> None:
+    """Write a primary header with ``keywords`` and ``hdus``; ``extra_cards`` (provenance) go to
+    the primary and the first extension, ``history`` to the first extension (with checksums)."""
+    primary = fits.PrimaryHDU()
+    for key, value in keywords.items():
+        primary.header[key] = value
+    for card in extra_cards or []:
+        for header in (primary.header, hdus[0].header):
+            add_card(header, card)
+    for line in history or []:
+        hdus[0].header.add_history(line)
+    for hdu_ in (primary, *hdus):
+        fit_comments(hdu_.header)
+    fits.HDUList([primary, *hdus]).writeto(path, overwrite=True, checksum=True)
+
+
+def write_pha(
+    path: Path, spec: Spectrum, camera: str, extra_cards: list[tuple] | None = None
+) -> None:
+    """Write ``spec`` as an OGIP PHA file (primary + SPECTRUM + GTIs + REGION) as SAS does."""
+    hdu = spectrum_hdu(
+        spec,
+        "[s] Weighted live time of CCDs in the extraction region",
+        "[sky pixel^2] live area of the extraction region",
+    )
+    h = hdu.header
     h["SPECDELT"] = (spec.grid.width, "Spectral channel size, ie the binning factor")
     h["SPECPIX"] = (0, "The rebinned channel corresponding to SPECVAL")
     h["SPECVAL"] = ((spec.grid.width - 1) / 2.0, "Original chan value at center of rebinned chan")
@@ -297,20 +365,10 @@ def write_pha(
         if spec.region is not None:
             h["SLCTEXPR"] = (_selection_expression(spec.region, camera), "Selection expression")
         for block, ccd in enumerate(ccds, start=1):
-            hdus.append(gti_hdu(spec.ccd_gtis[ccd], gti_extname(block), ccd, keywords))
+            hdus.append(gti_hdu(spec.ccd_gtis[ccd], gti_extname(block), ccd, spec.keywords))
         if spec.region is not None:
             hdus.insert(2, region_hdu(spec.region))
-    primary = fits.PrimaryHDU()
-    for key, value in keywords.items():
-        primary.header[key] = value
-    for card in extra_cards or []:
-        for header in (primary.header, h):
-            _add_card(header, card)
-    for line in spec.history:
-        h.add_history(line)
-    for hdu_ in (primary, *hdus):
-        fit_comments(hdu_.header)
-    fits.HDUList([primary, *hdus]).writeto(path, overwrite=True, checksum=True)
+    write_hdus(path, spec.keywords, hdus, extra_cards, spec.history)
 
 
 def fit_comments(header: fits.Header) -> fits.Header:
@@ -324,7 +382,8 @@ def fit_comments(header: fits.Header) -> fits.Header:
     return header
 
 
-def _add_card(header: fits.Header, card: tuple) -> None:
+def add_card(header: fits.Header, card: tuple) -> None:
+    """Add a provenance card: ``(keyword, value[, comment])``, ``("HISTORY"|"COMMENT", text)``."""
     key = card[0]
     if key in ("HISTORY", "COMMENT"):
         header.add_history(card[1]) if key == "HISTORY" else header.add_comment(card[1])
