@@ -5,7 +5,6 @@
 const app = document.getElementById('app');
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const $ = (id) => document.getElementById(id);
-const CAMERA_COLOURS = { EMOS1: '#e6550d', EMOS2: '#31a354', EPN: '#756bb1' };
 const REGION_COLOURS = { source: '#00e5ff', background: '#ffd600' };
 const TERMINAL = ['COMPLETED', 'ERROR', 'ABORTED'];
 
@@ -21,7 +20,16 @@ const state = {
   coverage: null,
   coverageLayer: null,
   cameraLayers: [],
-  scripts: [],
+  mocGeneration: 0,
+  instruments: [], // GET /api/instruments: missions, instruments, cameras (order, labels, colours)
+  allScripts: [], // every installed script (to explain why none fits a selection)
+  scripts: [], // the scripts that accept the current selection (the chooser offers these)
+  scriptProblem: null, // why no script fits the selection, for the page
+  scriptsGeneration: 0,
+  preferredScript: null,
+  paramsFor: null, // the script whose parameter fields are shown
+  saving: null,
+  selectionDirty: false,
   run: null,
   events: null,
   timer: null,
@@ -184,20 +192,26 @@ function showCoverage() {
   aladin.addMOC(state.coverageLayer);
 }
 
+// The footprints of the covering exposures, each in its camera's colour (from the registry).
 async function showCameraMocs(rows) {
   const { aladin, A } = state;
   if (!aladin) return;
+  state.mocGeneration += 1;
+  const generation = state.mocGeneration;
   for (const layer of state.cameraLayers) aladin.removeLayer(layer);
   state.cameraLayers = [];
-  for (const row of rows) {
-    const moc = await api('GET', `/api/observations/${row.obsid}/${row.camera}/moc`).catch(() => null);
-    if (!moc) continue;
-    const layer = A.MOCFromJSON(moc, {
-      name: `${row.obsid} ${row.camera}`, color: CAMERA_COLOURS[row.camera] || '#ccc', opacity: 0.12, lineWidth: 1,
+  const mocs = await Promise.all(rows.map((row) => api('GET', `/api/exposures/${encodeURIComponent(row.exposure_id)}/moc`).catch(() => null)));
+  if (generation !== state.mocGeneration) return; // a newer coverage is being shown
+  rows.forEach((row, i) => {
+    if (!mocs[i]) return;
+    const layer = A.MOCFromJSON(mocs[i], {
+      name: `${row.mission} ${row.obsid} ${row.camera}`, color: rowColour(row),
+      perimeter: true, fill: false, edge: false, opacity: 0.8, lineWidth: 1.5,
     });
     aladin.addMOC(layer);
     state.cameraLayers.push(layer);
-  }
+  });
+  app.dataset.footprints = String(state.cameraLayers.length);
 }
 
 // ------------------------------------------------------------------------------ region editor
@@ -361,7 +375,8 @@ async function accept() {
       ? await api('PUT', `/api/sessions/${state.sessionId}/regions`, body)
       : await api('POST', '/api/sessions', body);
     loadSession(session);
-    say(`Regions saved: ${session.coverage.length} covering observation(s).`, 'info');
+    const observations = new Set(session.coverage.map((r) => `${r.mission}:${r.obsid}`)).size;
+    say(`Regions saved: ${session.coverage.length} covering exposure(s) in ${observations} observation(s).`, 'info');
   } catch (error) {
     say(`Not saved: ${error.message}`);
   }
@@ -420,6 +435,62 @@ function loadSession(session) {
   showCameraMocs(session.coverage || []);
   updateRunButton();
   loadSharing();
+  // the regions may have changed the selection: offer the scripts that fit it
+  const box = $('observations');
+  box.dataset.saved = 'false';
+  return loadFittingScripts().finally(() => { if (!state.saving) box.dataset.saved = 'true'; });
+}
+
+// The registry (/api/instruments) says which instruments and cameras exist, in which order and
+// colour: the page names none itself. A row's group is its (mission, instrument, camera).
+const groupKey = (r) => `${r.mission}/${r.instrument}/${r.camera}`;
+const instrumentKey = (r) => `${r.mission}/${r.instrument}`;
+const KIND_LABELS = { events: 'events', 'exposure-map': 'exposure map only', 'longslit-frame': 'long-slit frame' };
+const kindLabel = (kind) => KIND_LABELS[kind] || String(kind || 'events').replace(/-/g, ' ');
+const KIND_NOUNS = { events: 'event lists', 'exposure-map': 'exposure maps', 'longslit-frame': 'long-slit frames' };
+const kindNoun = (kind) => KIND_NOUNS[kind] || `${kindLabel(kind)} files`;
+const OTHER_COLOUR = '#9e9e9e';
+
+function cameraGroups() {
+  const groups = new Map();
+  for (const ins of state.instruments) {
+    for (const cam of ins.cameras) {
+      const key = `${ins.mission}/${ins.instrument}/${cam.name}`;
+      groups.set(key, {
+        key, mission: ins.mission, instrument: ins.instrument, title: ins.title || `${ins.mission} ${ins.instrument}`,
+        camera: cam.name, label: cam.label || cam.name, colour: cam.colour || OTHER_COLOUR,
+      });
+    }
+  }
+  return groups;
+}
+
+function rowColour(row) {
+  const group = cameraGroups().get(groupKey(row));
+  return group ? group.colour : OTHER_COLOUR;
+}
+
+// Tables of covering rows: one per known camera with rows (registry order), then one "other"
+// table for rows of cameras the registry does not know (they never vanish).
+function coverageTables(coverage) {
+  const groups = cameraGroups();
+  const tables = [];
+  for (const group of groups.values()) {
+    const rows = coverage.filter((r) => groupKey(r) === group.key);
+    if (rows.length) tables.push({ ...group, rows });
+  }
+  const others = coverage.filter((r) => !groups.has(groupKey(r)));
+  if (others.length) {
+    tables.push({
+      key: 'other', mission: '', instrument: '', title: 'Other instruments', camera: 'other',
+      label: 'other', colour: OTHER_COLOUR, rows: others, other: true,
+    });
+  }
+  return tables;
+}
+
+function selectedIds() {
+  return new Set((state.session && state.session.selection && state.session.selection.exposures) || []);
 }
 
 function renderObservations() {
@@ -430,65 +501,106 @@ function renderObservations() {
     box.append(el('p', { class: 'muted' }, 'No observation of the archive covers the source region.'));
     return;
   }
-  const selected = new Set(state.session.selection.observations.map((o) => `${o.obsid}/${o.camera}`));
-  for (const camera of ['EMOS1', 'EMOS2', 'EPN']) {
-    const rows = coverage.filter((r) => r.camera === camera);
-    if (!rows.length) continue;
-    const allOn = rows.every((r) => selected.has(`${r.obsid}/${r.camera}`));
-    const table = el('table', { class: 'observations', 'data-camera': camera },
-      el('caption', {},
-        el('span', { class: 'camera-dot', style: `background:${CAMERA_COLOURS[camera]}` }), ` ${camera} (${rows.length}) `,
-        el('label', {}, el('input', {
-          type: 'checkbox', 'data-testid': 'camera-toggle', 'data-camera': camera, checked: !allOn, disabled: !state.canWrite,
-          onchange: (event) => toggleCamera(camera, !event.target.checked),
-        }), ` disable all ${camera}`)),
-      el('thead', {}, el('tr', {}, ['', 'Obs ID', 'Object / observer', 'RA / Dec', 'Date', 'Exp. (ks)', 'Filter / mode', 'Coverage', 'Off-axis']
-        .map((h) => el('th', {}, h)))),
-      el('tbody', {}, rows.map((r) => el('tr', { 'data-testid': 'observation-row', 'data-obsid': r.obsid, 'data-camera': r.camera },
-        el('td', {}, el('input', {
-          type: 'checkbox', checked: selected.has(`${r.obsid}/${r.camera}`), disabled: !state.canWrite,
-          'data-testid': 'observation-check', onchange: saveSelection, 'aria-label': `use ${r.obsid} ${r.camera}`,
-        })),
-        el('td', { class: 'obsid' }, r.obsid),
-        el('td', { class: 'wrap' }, r.object || '', el('span', { class: 'sub' }, r.observer || '')),
-        el('td', { class: 'num' }, fmt(r.ra_pnt, 4), el('span', { class: 'sub' }, fmt(r.dec_pnt, 4))),
-        el('td', {}, (r.date_obs || '').slice(0, 10)), el('td', { class: 'num' }, fmt((r.exposure || 0) / 1000, 1)),
-        el('td', { class: 'wrap' }, r.filter || '', el('span', { class: 'sub' }, `${r.submode || ''}${r.source === 'expmap' ? ' (exposure map only)' : ''}`)),
-        el('td', { class: 'num', title: 'fraction of the source (and background) region on this camera' },
-          `${fmt(100 * r.coverage, 0)} %`,
-          r.background_coverage !== undefined ? el('span', { class: 'sub' }, `bkg ${fmt(100 * r.background_coverage, 0)} %`) : null),
-        el('td', { class: 'num', title: 'distance of the source from the pointing' }, `${fmt(r.offaxis_arcmin, 1)}′`)))));
+  const selected = selectedIds();
+  for (const group of coverageTables(coverage)) {
+    const { rows } = group;
+    const allOff = rows.every((r) => !selected.has(r.exposure_id));
+    const heading = group.other ? 'Other instruments (not in the instrument registry)' : group.title;
+    const table = el('table', {
+      class: 'observations', 'data-testid': 'camera-table', 'data-group': group.key, 'data-camera': group.camera,
+      'data-mission': group.mission, 'data-instrument': group.other ? '' : `${group.mission}/${group.instrument}`,
+      'data-colour': group.colour, style: `--camera-colour:${group.colour}`,
+    },
+    el('caption', {},
+      el('span', { class: 'camera-dot', style: `background:${group.colour}` }),
+      ' ', el('span', { class: 'instrument-title', 'data-testid': 'camera-table-title' }, heading),
+      group.other ? null : [' ', el('span', { class: 'camera-label', 'data-testid': 'camera-label' }, group.label)],
+      ` (${rows.length}) `,
+      el('label', {}, el('input', {
+        type: 'checkbox', 'data-testid': 'camera-toggle', 'data-group': group.key, 'data-camera': group.camera,
+        checked: allOff, disabled: !state.canWrite,
+        onchange: (event) => toggleGroup(group.key, !event.target.checked),
+      }), ` disable all ${group.other ? 'other' : group.label}`)),
+    el('thead', {}, el('tr', {}, ['', 'Obs ID', 'Object / observer', 'RA / Dec', 'Date', 'Exp. (ks)', 'Filter / mode', 'Coverage', 'Off-axis']
+      .map((h) => el('th', {}, h)))),
+    el('tbody', {}, rows.map((r) => observationRow(r, group, selected))));
     box.append(table);
   }
 }
 
+function observationRow(r, group, selected) {
+  const kind = r.kind || 'events';
+  return el('tr', {
+    'data-testid': 'observation-row', 'data-exposure-id': r.exposure_id, 'data-group': group.key,
+    'data-obsid': r.obsid, 'data-camera': r.camera, 'data-mission': r.mission, 'data-kind': kind,
+    class: kind === 'events' ? null : 'other-kind',
+  },
+  el('td', {}, el('input', {
+    type: 'checkbox', checked: selected.has(r.exposure_id), disabled: !state.canWrite,
+    'data-testid': 'observation-check', 'data-exposure-id': r.exposure_id, onchange: saveSelection,
+    'aria-label': `use ${r.mission} ${r.obsid} ${r.camera}`,
+  })),
+  el('td', { class: 'obsid' }, r.obsid,
+    group.other ? el('span', { class: 'sub' }, `${r.mission || '?'} ${r.instrument || ''} ${r.camera || ''}`) : null,
+    kind === 'events' ? null : el('span', { class: 'kind', 'data-testid': 'observation-kind', title: 'what the archive holds for this exposure' }, kindLabel(kind))),
+  el('td', { class: 'wrap' }, r.object || '', el('span', { class: 'sub' }, r.observer || '')),
+  el('td', { class: 'num' }, fmt(r.ra_pnt, 4), el('span', { class: 'sub' }, fmt(r.dec_pnt, 4))),
+  el('td', {}, (r.date_obs || '').slice(0, 10)), el('td', { class: 'num' }, fmt((r.exposure || 0) / 1000, 1)),
+  el('td', { class: 'wrap' }, r.filter || '', el('span', { class: 'sub' }, r.submode || '')),
+  el('td', { class: 'num', title: 'fraction of the source (and background) region on this camera' },
+    `${fmt(100 * r.coverage, 0)} %`,
+    r.background_coverage !== undefined ? el('span', { class: 'sub' }, `bkg ${fmt(100 * r.background_coverage, 0)} %`) : null),
+  el('td', { class: 'num', title: 'distance of the source from the pointing' },
+    r.offaxis_arcmin === null || r.offaxis_arcmin === undefined ? '' : `${fmt(r.offaxis_arcmin, 1)}′`));
+}
+
 function currentSelection() {
-  return [...document.querySelectorAll('[data-testid="observation-row"]')]
-    .filter((row) => row.querySelector('input').checked)
-    .map((row) => ({ obsid: row.dataset.obsid, camera: row.dataset.camera }));
+  return [...document.querySelectorAll('[data-testid="observation-check"]')]
+    .filter((input) => input.checked)
+    .map((input) => input.dataset.exposureId);
 }
 
+// Saves are serialised: at most one PUT in flight, and the last state of the checkboxes is the
+// one saved. The selector's data-saved is "false" from a change until the selection is saved and
+// the script chooser shows the scripts fitting it (tests wait on it).
 async function saveSelection() {
-  try {
-    const session = await api('PUT', `/api/sessions/${state.sessionId}/selection`, { observations: currentSelection() });
-    state.session = session;
-    syncCameraToggles();
-    updateRunButton();
-  } catch (error) {
-    say(`Selection not saved: ${error.message}`);
-  }
+  const box = $('observations');
+  box.dataset.saved = 'false';
+  syncCameraToggles();
+  state.selectionDirty = true;
+  if (state.saving) return state.saving;
+  state.saving = (async () => {
+    try {
+      while (state.selectionDirty) {
+        state.selectionDirty = false;
+        try {
+          state.session = await api('PUT', `/api/sessions/${state.sessionId}/selection`, { exposures: currentSelection() });
+        } catch (error) {
+          say(`Selection not saved: ${error.message}`);
+          state.selectionDirty = false;
+          renderObservations(); // back to the selection last saved
+        }
+      }
+      await loadFittingScripts();
+    } finally {
+      state.saving = null;
+      if (state.selectionDirty) saveSelection();
+      else box.dataset.saved = 'true';
+    }
+  })();
+  return state.saving;
 }
 
-// "disable all <camera>" is ticked when none of that camera's rows is selected.
+// "disable all <camera>" is ticked when none of that table's rows is selected.
 function syncCameraToggles() {
   for (const toggle of document.querySelectorAll('[data-testid="camera-toggle"]')) {
-    const rows = document.querySelectorAll(`[data-testid="observation-row"][data-camera="${toggle.dataset.camera}"] input`);
+    const rows = document.querySelectorAll(`[data-testid="observation-row"][data-group="${CSS.escape(toggle.dataset.group)}"] input`);
     toggle.checked = [...rows].every((input) => !input.checked);
   }
 }
 
-async function toggleCamera(camera, on) {
-  for (const row of document.querySelectorAll(`[data-testid="observation-row"][data-camera="${camera}"]`)) {
+async function toggleGroup(key, on) {
+  for (const row of document.querySelectorAll(`[data-testid="observation-row"][data-group="${CSS.escape(key)}"]`)) {
     row.querySelector('input').checked = on;
   }
   await saveSelection();
@@ -497,23 +609,111 @@ async function toggleCamera(camera, on) {
 // ---------------------------------------------------------------------------- process control
 
 async function loadScripts() {
-  state.scripts = await api('GET', '/api/scripts').catch(() => []);
+  state.allScripts = await api('GET', '/api/scripts').catch(() => []);
+  await loadFittingScripts();
+}
+
+function selectedRows() {
+  if (!state.session) return [];
+  const selected = selectedIds();
+  return (state.session.coverage || []).filter((r) => selected.has(r.exposure_id));
+}
+
+// The chooser offers the scripts that accept every selected exposure (the server decides:
+// GET /api/scripts?session=SID); the latest answer wins.
+async function loadFittingScripts() {
+  state.scriptsGeneration += 1;
+  const generation = state.scriptsGeneration;
+  let scripts = state.allScripts;
+  if (state.sessionId) {
+    try {
+      scripts = await api('GET', `/api/scripts?session=${encodeURIComponent(state.sessionId)}`);
+    } catch (error) {
+      say(`Scripts: ${error.message}`);
+      scripts = [];
+    }
+  }
+  if (generation !== state.scriptsGeneration) return;
+  state.scripts = scripts;
+  state.scriptProblem = scripts.length ? null : explainNoScript(selectedRows());
+  renderScriptChooser();
+}
+
+function scriptAccepts(script, row) {
+  const accepts = script.accepts || {};
+  const kinds = accepts.kinds || [];
+  const instruments = accepts.instruments || [];
+  return (!kinds.length || kinds.includes(row.kind || 'events'))
+    && (!instruments.length || instruments.includes(instrumentKey(row)));
+}
+
+const andList = (items) => (items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`);
+
+function exposureNames(rows) {
+  const names = rows.slice(0, 4).map((r) => `${r.obsid} ${(cameraGroups().get(groupKey(r)) || {}).label || r.camera}`);
+  return names.join(', ') + (rows.length > 4 ? ` and ${rows.length - 4} more` : '');
+}
+
+// Why no installed script accepts the selected rows, in the user's terms.
+function explainNoScript(rows) {
+  if (!state.allScripts.length) return 'No script is installed.';
+  if (!rows.length) return 'No script is offered.';
+  const orphans = rows.filter((r) => !state.allScripts.some((sc) => scriptAccepts(sc, r)));
+  if (orphans.length) {
+    const what = [...new Set(orphans.map((r) => `${instrumentKey(r)} ${kindNoun(r.kind)}`))];
+    return `No script accepts ${andList(what)} (${exposureNames(orphans)}): untick them to run a script.`;
+  }
+  const instruments = [...new Set(rows.map(instrumentKey))];
+  if (instruments.length > 1) {
+    return `No script accepts this selection: ${andList(instruments)} exposures are selected together. Select the exposures of one instrument.`;
+  }
+  const kinds = [...new Set(rows.map((r) => kindNoun(r.kind)))];
+  if (kinds.length > 1) {
+    return `No script accepts this selection: ${andList(kinds)} are selected together.`;
+  }
+  return 'No script accepts every selected exposure.';
+}
+
+function renderScriptChooser() {
   const select = $('script-select');
-  select.replaceChildren(...state.scripts.map((s) => el('option', { value: s.name }, s.title || s.name)));
-  const preferred = state.scripts.find((s) => s.name === 'generate_spectra');
-  if (preferred) select.value = preferred.name;
-  renderParams();
+  const previous = select.value || state.preferredScript;
+  if (state.scripts.length) {
+    select.replaceChildren(...state.scripts.map((sc) => el('option', { value: sc.name }, sc.title || sc.name)));
+    const keep = [previous, state.preferredScript].find((name) => state.scripts.some((sc) => sc.name === name));
+    if (keep) select.value = keep;
+    select.disabled = false;
+  } else {
+    select.replaceChildren(el('option', { value: '' }, 'no script fits the selection'));
+    select.disabled = true;
+  }
+  const problem = $('script-problem');
+  problem.textContent = state.scriptProblem || '';
+  problem.hidden = !state.scriptProblem;
+  select.dataset.count = String(state.scripts.length);
+  // the same script stays chosen: keep the parameter values the user has typed
+  if (select.value !== state.paramsFor) renderParams();
+  updateRunButton();
 }
 
 function currentScript() {
   return state.scripts.find((s) => s.name === $('script-select').value);
 }
 
+function describeAccepts(script) {
+  const accepts = script.accepts || {};
+  const kinds = (accepts.kinds || []).map(kindNoun);
+  const instruments = accepts.instruments || [];
+  if (!kinds.length && !instruments.length) return 'Accepts any data.';
+  return `Accepts ${kinds.length ? andList(kinds) : 'any data'} of ${instruments.length ? andList(instruments) : 'any instrument'}.`;
+}
+
 function renderParams() {
   const script = currentScript();
+  state.paramsFor = script ? script.name : '';
   const form = $('params');
   form.replaceChildren();
-  $('script-doc').textContent = script ? script.documentation : 'No script is installed.';
+  $('script-doc').textContent = script ? script.documentation : '';
+  $('script-accepts').textContent = script ? describeAccepts(script) : '';
   if (!script) return;
   for (const p of script.parameters) {
     const id = `param-${p.name}`;
@@ -554,10 +754,25 @@ function readParams() {
   return params;
 }
 
+// Run is enabled only when a run can start; otherwise the reason is shown beside it.
+function runBlocker() {
+  const running = state.run && !TERMINAL.includes(state.run.phase);
+  if (!state.canWrite) return 'This session is read only.';
+  if (!state.sessionId) return 'Accept a source region first.';
+  if (!selectedIds().size) return 'Select at least one exposure.';
+  if (running) return 'A run is in progress: wait for it or cancel it.';
+  if (!currentScript()) return state.scriptProblem || 'No script is installed.';
+  return null;
+}
+
 function updateRunButton() {
   const running = state.run && !TERMINAL.includes(state.run.phase);
-  const selected = state.session ? state.session.selection.observations.length : 0;
-  $('run-button').disabled = !state.canWrite || !state.sessionId || !selected || running || !currentScript();
+  const blocker = runBlocker();
+  const button = $('run-button');
+  button.disabled = !!blocker;
+  button.title = blocker || '';
+  // the script problem is shown in full under the chooser: a short pointer is enough here
+  $('run-reason').textContent = blocker && blocker === state.scriptProblem ? 'No script fits the selection (see above).' : blocker || '';
   $('cancel-button').disabled = !state.canWrite || !running;
 }
 
@@ -573,6 +788,27 @@ async function startRun() {
     follow(run);
   } catch (error) {
     say(`Not started: ${error.message}`);
+    refreshSelection(); // the selection may have changed elsewhere: show it and what fits it
+  }
+}
+
+// Show the session's selection as the service has it now (another tab or a collaborator may
+// have changed it), and the scripts that fit it. Regions being edited are left alone.
+async function refreshSelection() {
+  const box = $('observations');
+  box.dataset.saved = 'false';
+  try {
+    const session = await api('GET', `/api/sessions/${state.sessionId}`);
+    const before = (state.session.coverage || []).map((r) => r.exposure_id).join(' ');
+    state.session = session;
+    renderObservations();
+    if (session.coverage.map((r) => r.exposure_id).join(' ') !== before) showCameraMocs(session.coverage);
+    await loadFittingScripts();
+  } catch (error) {
+    say(`Session: ${error.message}`);
+  } finally {
+    if (!state.saving) box.dataset.saved = 'true';
+    updateRunButton();
   }
 }
 
@@ -797,10 +1033,14 @@ function bind() {
 async function main() {
   bind();
   setTab('source');
-  await Promise.all([initViewer().catch((error) => say(`Sky viewer: ${error.message}`)), loadScripts()]);
+  await Promise.all([
+    initViewer().catch((error) => say(`Sky viewer: ${error.message}`)),
+    loadScripts(),
+    api('GET', '/api/instruments').then((list) => { state.instruments = list; }, (error) => say(`Instruments: ${error.message}`)),
+  ]);
   if (state.sessionId) {
     const session = await api('GET', `/api/sessions/${state.sessionId}`);
-    loadSession(session);
+    await loadSession(session);
     if (state.aladin) {
       if (session.view) {
         state.aladin.gotoRaDec(session.view.ra, session.view.dec);
@@ -813,6 +1053,7 @@ async function main() {
     const runs = await api('GET', `/api/sessions/${state.sessionId}/runs`).catch(() => []);
     if (runs.length) {
       const latest = runs[0];
+      state.preferredScript = latest.script;
       if (state.scripts.some((sc) => sc.name === latest.script)) {
         $('script-select').value = latest.script;
         renderParams();

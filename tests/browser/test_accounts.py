@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import shot
-from tests.browser.test_workflow import draw_and_accept
+from tests.browser.test_workflow import draw_and_accept, keep_only_xmm
 
 pytestmark = pytest.mark.browser
 
@@ -33,6 +33,7 @@ def test_sign_up_run_share_and_open_the_link_anonymously(
     assert "Vera Rubin" in page.get_by_test_id("nav-account").inner_text()
 
     draw_and_accept(page, source)
+    keep_only_xmm(page)  # the field has Chandra data too; generate_images takes XMM EPIC
     page.get_by_test_id("script-select").select_option("generate_images")
     page.get_by_test_id("run-button").click()
     page.locator('[data-testid="run-status"][data-phase="COMPLETED"]').wait_for(timeout=240_000)
