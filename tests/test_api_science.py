@@ -97,3 +97,75 @@ def test_spectra_of_the_cluster_through_the_service(env, worker):
         assert header["HDUCLASS"] == "OGIP" and header["EXPOSURE"] > 0
         assert header["BACKSCAL"] > 0
         assert int(hdul["SPECTRUM"].data["COUNTS"].sum()) > 0
+
+
+# --- Chandra ACIS through the service, on the demo archive ---------------------------------------
+
+
+@pytest.fixture
+def demo_env(tmp_path, sample_index, redis_url):
+    return {
+        "INDEX": sample_index,
+        "REDIS_URL": redis_url,
+        "INSTANCE": tmp_path / "instance",
+        "SESSIONS": tmp_path / "sessions",
+        "SCRIPTS": ROOT / "scripts",
+    }
+
+
+def test_chandra_spectrum_of_a_demo_source_through_the_service(
+    demo_env, sample_archive, tmp_path, redis_url
+):
+    """Region on an ACIS source -> only the Chandra scripts fit an ACIS selection -> the
+    spectrum's counts equal an independent numpy count through the file's column WCS."""
+    import json
+    import subprocess
+
+    import numpy as np
+
+    from app import jobs
+    from tests.science_helpers import independent_events
+
+    truth = json.loads((sample_archive / "truth.json").read_text())
+    obs = next(o for o in truth["chandra"]["observations"] if o["field"] == "CL0958")
+    src = max((s for s in obs["sources"] if s["kind"] == "point"), key=lambda s: s["counts"])
+    client = create_app(demo_env).test_client()
+    region = f'icrs;circle({src["ra"]},{src["dec"]},5")'
+    session = client.post("/api/sessions", json={"source": region}).get_json()
+    acis = [r["exposure_id"] for r in session["coverage"] if r["mission"] == "CHANDRA"]
+    assert acis == [f"CHANDRA:{obs['obsid']}:{obs['camera']}"]
+    client.put(f"{session['url']}/selection", json={"exposures": acis})
+    offered = {s["name"] for s in client.get(f"/api/scripts?session={session['id']}").get_json()}
+    assert {"chandra_spectra", "chandra_lightcurves", "chandra_images"} <= offered
+    assert not offered & {"generate_spectra", "generate_lightcurves", "generate_images"}
+    refused = client.post(f"{session['url']}/runs", json={"script": "generate_spectra"})
+    assert refused.status_code == 400 and "CHANDRA" in refused.get_json()["message"]
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("REGIO_")}
+    env.update({f"REGIO_{k}": str(v) for k, v in demo_env.items()})
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            jobs.worker_command(redis_url, name=f"acis-{tmp_path.name}"),
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        response = client.post(f"{session['url']}/runs", json={"script": "chandra_spectra"})
+        assert response.status_code == 202, response.get_json()
+        run = wait_run(client, response.get_json()["id"])
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    log_text = client.get(f"/api/runs/{run['id']}/log").get_data(as_text=True)
+    assert run["phase"] == "COMPLETED", log_text[-3000:]
+    products = client.get(f"/api/runs/{run['id']}/products").get_json()
+    spectrum = next(p for p in products if p["kind"] == "spectrum" and "src" in p["file"])
+    assert (spectrum["obsid"], spectrum["camera"]) == (obs["obsid"], obs["camera"])
+    with client.get(spectrum["url"]) as download:
+        (tmp_path / "src.pha").write_bytes(download.data)
+    with fits.open(tmp_path / "src.pha") as hdul:
+        counts = np.asarray(hdul["SPECTRUM"].data["COUNTS"])
+        assert hdul["SPECTRUM"].header["TELESCOP"] == "CHANDRA"
+    selected = independent_events(sample_archive / "chandra" / obs["path"], src["ra"], src["dec"],
+                                  0.0, 5 / 3600)  # fmt: skip
+    assert len(selected) > 20
+    assert np.array_equal(counts, np.bincount(selected["pi"], minlength=1025)[1:])

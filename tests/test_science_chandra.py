@@ -23,12 +23,18 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from demo import chandra_acis as acis_demo
-from tests.science_helpers import build_input, products, run_script
+from tests.science_helpers import (
+    build_input,
+    independent_events,
+    products,
+    run_script,
+    sky_wcs,
+    standard_events,
+)
 
-GOOD_GRADES = (0, 2, 3, 4, 6)
 BACKSCAL_NORM = 8192.0**2
 M82_SOURCE = (148.9688, 69.6797)  # a source 30" east of the M82 nucleus, in the cutout
 M82_RADIUS = 5.0 / 3600  # deg
@@ -43,54 +49,8 @@ def annulus(ra: float, dec: float, r_in: float, r_out: float) -> str:
     return f"icrs\nannulus({ra},{dec},{r_in},{r_out})"
 
 
-def sky_wcs(header: fits.Header) -> WCS:
-    """astropy's own WCS of the x/y columns (pixel-list keywords), 1-based column values."""
-    names = [str(header[f"TTYPE{i}"]).lower() for i in range(1, header["TFIELDS"] + 1)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header, keysel=["pixel"], colsel=[names.index("x") + 1, names.index("y") + 1])
-
-
 def pixel_radius(header: fits.Header, radius_deg: float) -> float:
     return radius_deg / abs(sky_wcs(header).wcs.cdelt[0])
-
-
-def standard_events(path: Path) -> Table:
-    """The events of ``path`` passing grade 0,2,3,4,6 and status == 0 (when present), inside
-    their chip's GTI (both ends included) and on PI 1..1024, with their sky position from
-    astropy's column WCS: a table with time, pi, ccd_id, x, y, ra, dec."""
-    with fits.open(path) as hdul:
-        events = hdul["EVENTS"]
-        d = events.data
-        gtis = {
-            int(h.header["CCD_ID"]): np.column_stack([h.data["START"], h.data["STOP"]])
-            for h in hdul[1:]
-            if h.name == "GTI"
-        }
-        ccd = np.asarray(d["ccd_id"])
-        time = np.asarray(d["time"])
-        keep = np.isin(d["grade"], GOOD_GRADES) & (d["pi"] >= 1) & (d["pi"] <= 1024)
-        if "status" in d.columns.names:
-            keep &= ~np.asarray(d["status"]).reshape(len(d), -1).any(axis=1)
-        in_gti = np.zeros(len(d), dtype=bool)
-        for chip, intervals in gtis.items():
-            for start, stop in intervals:
-                in_gti |= (ccd == chip) & (time >= start) & (time <= stop)
-        keep &= in_gti
-        out = Table({c: np.asarray(d[c])[keep] for c in ("time", "pi", "ccd_id", "x", "y")})
-        out["ra"], out["dec"] = sky_wcs(events.header).all_pix2world(out["x"], out["y"], 1)
-        return out
-
-
-def independent_events(path: Path, ra: float, dec: float, r_in: float, r_out: float) -> Table:
-    """:func:`standard_events` between ``r_in`` (excluded, when > 0) and ``r_out`` [deg] of
-    (ra, dec) on the sky."""
-    events = standard_events(path)
-    sep = SkyCoord(events["ra"], events["dec"], unit="deg").separation(
-        SkyCoord(ra, dec, unit="deg")
-    )
-    keep = (sep.deg > r_in) & (sep.deg <= r_out) if r_in > 0 else sep.deg <= r_out
-    return events[keep]
 
 
 def expected_image(events: Table, header: fits.Header, band: tuple[int, int]) -> np.ndarray:
