@@ -215,6 +215,8 @@ def test_a_run_goes_queued_executing_completed_on_a_real_worker(engine, start_wo
     assert provenance["phase"] == COMPLETED and provenance["params"]["steps"] == 3
     assert provenance["worker"] == "w1"
     job = Job.fetch(run.job_id, connection=engine.conn)
+    # the record closes first; rq marks the job finished a few ms later, when execute returned
+    wait_for(lambda: job.get_status() != JobStatus.STARTED, "rq to record the job's end")
     assert job.get_status() == JobStatus.FINISHED and job.return_value() == COMPLETED
     assert not engine.conn.exists(runner.ALIVE_KEY.format(run.id))
     assert reconciler.reconcile(engine.db, engine.conn, queued_grace=0) == []
