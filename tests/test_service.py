@@ -19,12 +19,13 @@ def test_embedded_redis_demo_archive_and_clean_stop(tmp_path):
     try:
         demo = tmp_path / "instance" / "demo-archive"
         truth = json.loads((demo / "truth.json").read_text())
-        obsids = [o["obsid"] for o in truth["observations"]]
-        assert len(obsids) == 2
+        xmm = [o["obsid"] for o in truth["observations"]]
+        assert len(xmm) == 2
+        obsids = xmm + [o["obsid"] for o in truth.get("chandra", {}).get("observations", [])]
 
         health = service.health()
         assert health["ok"] and health["redis"] and len(health["workers"]) == 1
-        assert health["index"]["observations"] == 2
+        assert health["index"]["observations"] == len(obsids)  # XMM and the demo's Chandra ones
 
         status, body, headers = service.get("/archive")
         assert status == 200
