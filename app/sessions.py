@@ -30,13 +30,13 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from regions import Regions
 
 from app import shapes
+from app.plumbing import now, write_atomic, write_json
 from indexer.instruments import PROCESSABLE_KINDS
 from indexer.store import default_kind, exposure_id
 
@@ -53,29 +53,8 @@ class SelectionError(ValueError):
     """A selection names observations that do not cover the session's region."""
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def new_id() -> str:
     return secrets.token_urlsafe(9)  # 12 url-safe characters, 72 random bits
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def _read_json(path: Path, default: Any = None) -> Any:
@@ -122,10 +101,10 @@ class SessionStore:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".new-"))
         try:
-            stamp = now()
+            stamp = now("seconds")
             record = {"id": session_id, "owner": owner, "title": title or "", "created": stamp,
                       "updated": stamp, "view": None}  # fmt: skip
-            _write_json(tmp / "session.json", record)
+            write_json(tmp / "session.json", record)
             self._write_regions(tmp, source, background)
             (tmp / "runs").mkdir()
             os.replace(tmp, folder)  # the session appears complete or not at all
@@ -145,7 +124,7 @@ class SessionStore:
             write_atomic(folder / f"{name}.reg", text)
         if background is None:
             (folder / "background.reg").unlink(missing_ok=True)
-        _write_json(folder / "regions.json", as_json)
+        write_json(folder / "regions.json", as_json)
 
     def record(self, session_id: str) -> dict[str, Any]:
         """The session record alone (id, owner, title, times, view): cheap, for access checks."""
@@ -185,14 +164,14 @@ class SessionStore:
         """
         folder = self._existing(session_id)
         rows = upgrade_coverage(rows)
-        _write_json(folder / "coverage.json", rows)
+        write_json(folder / "coverage.json", rows)
         covering = [r["exposure_id"] for r in rows]
         selection = self._selection(folder)
         if selection is None:  # first coverage
             kept = [r["exposure_id"] for r in rows if r.get("kind") in PROCESSABLE_KINDS]
         else:
             kept = [e for e in selection if e in set(covering)]
-        _write_json(folder / "selection.json", {"exposures": kept})
+        write_json(folder / "selection.json", {"exposures": kept})
         self._touch(folder)
 
     def set_selection(self, session_id: str, exposures: Any) -> list[str]:
@@ -213,7 +192,7 @@ class SessionStore:
                 )
             if item not in chosen:
                 chosen.append(item)
-        _write_json(folder / "selection.json", {"exposures": chosen})
+        write_json(folder / "selection.json", {"exposures": chosen})
         self._touch(folder)
         return chosen
 
@@ -244,8 +223,8 @@ class SessionStore:
         folder = self._existing(session_id)
         record = _read_json(folder / "session.json")
         record["view"] = dict(view)
-        record["updated"] = now()
-        _write_json(folder / "session.json", record)
+        record["updated"] = now("seconds")
+        write_json(folder / "session.json", record)
 
     def selected_rows(self, session_id: str) -> list[dict[str, Any]]:
         """Coverage rows (with metadata and paths) of the selected exposures, in order."""
@@ -257,7 +236,7 @@ class SessionStore:
         rows = _read_json(folder / "coverage.json", [])
         if any("exposure_id" not in r for r in rows):  # a session from before plug-ins
             rows = upgrade_coverage(rows)
-            _write_json(folder / "coverage.json", rows)
+            write_json(folder / "coverage.json", rows)
         return rows
 
     def _selection(self, folder: Path) -> list[str] | None:
@@ -267,7 +246,7 @@ class SessionStore:
             return None
         if "exposures" not in selection:  # a session from before plug-ins
             selection = {"exposures": upgrade_selection(selection)}
-            _write_json(folder / "selection.json", selection)
+            write_json(folder / "selection.json", selection)
         return selection["exposures"]
 
     def region_files(self, session_id: str) -> dict[str, Path]:
@@ -294,8 +273,8 @@ class SessionStore:
 
     def _touch(self, folder: Path) -> None:
         record = _read_json(folder / "session.json")
-        record["updated"] = now()
-        _write_json(folder / "session.json", record)
+        record["updated"] = now("seconds")
+        write_json(folder / "session.json", record)
 
 
 def upgrade_coverage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

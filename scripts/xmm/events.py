@@ -36,19 +36,11 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import NDArray
 
+# The camera names and standard event filters are the instrument module's (one copy); scripts
+# import the ``indexer`` package installed with the service, as the Chandra scripts do.
+from indexer.instruments.xmm_epic import CAMERAS
 from xmm import gti as gtimod
 
-CAMERAS = ("EMOS1", "EMOS2", "EPN")
-#: Standard event filters (SAS ``#XMMEA_EM && PATTERN<=12`` for MOS, ``FLAG==0 && PATTERN<=4``
-#: for pn) as (FLAG mask that must be zero, largest PATTERN).
-XMMEA_EM = 0x766BA000
-STANDARD_FLAG_MASK = {"EMOS1": XMMEA_EM, "EMOS2": XMMEA_EM, "EPN": 0xFFFFFFFF}
-STANDARD_MAX_PATTERN = {"EMOS1": 12, "EMOS2": 12, "EPN": 4}
-STANDARD_FILTER_TEXT = {
-    "EMOS1": "(FLAG & 0x766ba000)==0 && PATTERN<=12",
-    "EMOS2": "(FLAG & 0x766ba000)==0 && PATTERN<=12",
-    "EPN": "FLAG==0 && PATTERN<=4",
-}
 #: Full-frame integration times [s] (XMM Users Handbook), used when no FRMTIME is present.
 DEFAULT_FRAME_TIME = {"EMOS1": 2.6, "EMOS2": 2.6, "EPN": 0.0734}
 #: Legal PI range [eV] of the SAS spectral channel grids.
@@ -81,12 +73,6 @@ class CcdInfo:
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"\x1f\x8b"
-
-
-def standard_filter(camera: str, flag: NDArray, pattern: NDArray) -> NDArray[np.bool_]:
-    """The SAS standard event filter of ``camera`` (see ``STANDARD_FILTER_TEXT``)."""
-    mask = np.int64(STANDARD_FLAG_MASK[camera])
-    return ((flag.astype(np.int64) & mask) == 0) & (pattern <= STANDARD_MAX_PATTERN[camera])
 
 
 def column_wcs(header: fits.Header) -> WCS:

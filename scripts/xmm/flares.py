@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from indexer.instruments.xmm_epic import STANDARD_FLAG_MASK
 from xmm import gti as gtimod
-from xmm.events import STANDARD_FLAG_MASK
 
 THRESHOLD = {"EMOS1": 0.35, "EMOS2": 0.35, "EPN": 0.4}  # counts/s
 PI_RANGE = {"EMOS1": (10001, None), "EMOS2": (10001, None), "EPN": (10000, 12000)}  # eV

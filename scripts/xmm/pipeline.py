@@ -3,7 +3,7 @@
 For each selected (observation, camera) with an event list:
 
 1. **read events** (:meth:`Observation.read`): one streaming pass over the list in row chunks.
-   Standard filters (:func:`xmm.events.standard_filter`); the high-energy single events go to the
+   Standard filters (:func:`indexer.instruments.xmm_epic.standard_filter`); the high-energy single events go to the
    flare curve; the events of each named region (source, background, ...) are kept (TIME, PI,
    CCDNR, X, Y); a strided sample feeds the per-CCD geometry (:mod:`xmm.footprint`).
 2. **screen flares** (:meth:`Observation.screen`): per-CCD good time = the list's own good time
@@ -30,15 +30,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from indexer.instruments.xmm_epic import STANDARD_FILTERS, standard_filter
 from xmm import gti as gtimod
-from xmm.events import (
-    DEFAULT_CHUNK_ROWS,
-    STANDARD_FILTER_TEXT,
-    EventList,
-    EventListError,
-    EventTable,
-    standard_filter,
-)
+from xmm.events import DEFAULT_CHUNK_ROWS, EventList, EventListError, EventTable
 from xmm.flares import THRESHOLD, FlareCurve, high_energy_singles
 from xmm.footprint import CcdGeometry, LiveArea, live_area
 from xmm.selection import Region, RegionError, from_sky_ds9, parse_physical
@@ -276,7 +270,7 @@ class Observation(EventObservation):
         self.areas = {name: live_area(region, solved) for name, region in self.regions.items()}
 
     def filters_text(self) -> str:
-        return STANDARD_FILTER_TEXT[self.camera]
+        return STANDARD_FILTERS[self.camera]
 
 
 def regions_for(obs: dict[str, Any], inp: dict[str, Any], events: EventTable) -> dict[str, Region]:

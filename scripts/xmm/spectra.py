@@ -27,8 +27,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from numpy.typing import NDArray
 
+from indexer.instruments.xmm_epic import XMMEA_EM
 from xmm import gti as gtimod
-from xmm.events import XMMEA_EM, EventList
+from xmm.events import EventList
 from xmm.selection import Region
 
 #: Event-list keywords copied into spectra (primary and SPECTRUM headers), when present.
