@@ -27,6 +27,18 @@ SAMPLE_OBSERVATIONS = 6
 SAMPLE_SEED = 1234
 
 
+def app_settings(tmp_path: Path, index: Path, redis_url: str, scripts: Path) -> dict:
+    """The settings of a test app (``create_app``) or worker: an index, a Redis, a scripts
+    folder, and a fresh instance and sessions folder under ``tmp_path``."""
+    return {
+        "INDEX": index,
+        "REDIS_URL": redis_url,
+        "INSTANCE": tmp_path / "instance",
+        "SESSIONS": tmp_path / "sessions",
+        "SCRIPTS": scripts,
+    }
+
+
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory) -> Path:
     """A small synthetic archive (``demo.archive``), generated once; treat it as read-only."""

@@ -9,7 +9,7 @@ import pytest
 
 from app import accounts, create_app, runs
 from app.catalog import load_script
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_settings
 
 PASSWORD = "correct horse battery staple"
 SCRIPTS = ROOT / "tests" / "scripts"
@@ -17,17 +17,8 @@ SCRIPTS = ROOT / "tests" / "scripts"
 
 @pytest.fixture
 def app(tmp_path, sample_index, redis_url):
-    return create_app(
-        {
-            "INDEX": sample_index,
-            "REDIS_URL": redis_url,
-            "INSTANCE": tmp_path / "instance",
-            "SESSIONS": tmp_path / "sessions",
-            "SCRIPTS": SCRIPTS,
-            "AUTH": "accounts",
-            "SIGNUP": True,
-        }
-    )
+    settings = app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
+    return create_app({**settings, "AUTH": "accounts", "SIGNUP": True})
 
 
 @pytest.fixture

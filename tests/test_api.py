@@ -16,7 +16,7 @@ import pytest
 
 from app import create_app
 from app.openapi import document
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_settings
 
 SCRIPTS = ROOT / "tests" / "scripts"
 
@@ -36,13 +36,7 @@ def source_of(truth, kind="point", min_counts=200):
 
 @pytest.fixture
 def env(tmp_path, sample_index, redis_url):
-    return {
-        "INDEX": sample_index,
-        "REDIS_URL": redis_url,
-        "INSTANCE": tmp_path / "instance",
-        "SESSIONS": tmp_path / "sessions",
-        "SCRIPTS": SCRIPTS,
-    }
+    return app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
 
 
 @pytest.fixture

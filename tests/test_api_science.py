@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from app import create_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, app_settings
 
 SOURCE = 'icrs;circle(149.59,-11.06,60")'
 BACKGROUND = 'icrs;annulus(149.59,-11.06,180",300")'
@@ -26,13 +26,7 @@ def real_index(real_data, tmp_path_factory):
 
 @pytest.fixture
 def env(tmp_path, real_index, redis_url):
-    return {
-        "INDEX": real_index,
-        "REDIS_URL": redis_url,
-        "INSTANCE": tmp_path / "instance",
-        "SESSIONS": tmp_path / "sessions",
-        "SCRIPTS": ROOT / "scripts",
-    }
+    return app_settings(tmp_path, real_index, redis_url, ROOT / "scripts")
 
 
 def wait_run(client, run_id, timeout=300):
@@ -104,13 +98,7 @@ def test_spectra_of_the_cluster_through_the_service(env, worker):
 
 @pytest.fixture
 def demo_env(tmp_path, sample_index, redis_url):
-    return {
-        "INDEX": sample_index,
-        "REDIS_URL": redis_url,
-        "INSTANCE": tmp_path / "instance",
-        "SESSIONS": tmp_path / "sessions",
-        "SCRIPTS": ROOT / "scripts",
-    }
+    return app_settings(tmp_path, sample_index, redis_url, ROOT / "scripts")
 
 
 def test_chandra_spectrum_of_a_demo_source_through_the_service(

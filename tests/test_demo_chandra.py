@@ -18,7 +18,6 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.time import Time
-from astropy.wcs import WCS
 from astropy_healpix import HEALPix
 
 from demo import chandra_acis
@@ -27,6 +26,7 @@ from indexer.build import build_index
 from indexer.hips import BAND_EV, build_hips
 from indexer.index import Index
 from tests.conftest import SAMPLE_SEED
+from tests.science_helpers import sky_wcs
 
 GOOD_GRADES = [0, 2, 3, 4, 6]
 AIMPOINT_CHIP = {"ACIS-I": 3, "ACIS-S": 7}
@@ -44,17 +44,6 @@ def digests(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def sky_wcs(header: fits.Header) -> WCS:
-    names = [header[f"TTYPE{i}"] for i in range(1, header["TFIELDS"] + 1)]
-    ix, iy = names.index("x") + 1, names.index("y") + 1
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = [header[f"TCTYP{ix}"], header[f"TCTYP{iy}"]]
-    wcs.wcs.crval = [header[f"TCRVL{ix}"], header[f"TCRVL{iy}"]]
-    wcs.wcs.crpix = [header[f"TCRPX{ix}"], header[f"TCRPX{iy}"]]
-    wcs.wcs.cdelt = [header[f"TCDLT{ix}"], header[f"TCDLT{iy}"]]
-    return wcs
 
 
 # --- reproducibility ------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from demo.chandra_acis import generate
 from indexer import instruments
@@ -29,6 +28,7 @@ from indexer.index import Index
 from indexer.instruments import chandra_acis, xmm_epic
 from indexer.store import EXPOSURE_COLUMNS
 from tests.conftest import SAMPLE_SEED
+from tests.science_helpers import sky_wcs
 
 AIMPOINT_CHIP = {"ACIS-I": 3, "ACIS-S": 7}  # I3, S3
 GOOD_GRADES = [0, 2, 3, 4, 6]
@@ -44,18 +44,6 @@ def demo(tmp_path_factory) -> tuple[Path, dict]:
 def files(demo) -> list[tuple[Path, dict]]:
     out, truth = demo
     return [(out / obs["path"], obs) for obs in truth["observations"]]
-
-
-def sky_wcs(header: fits.Header) -> WCS:
-    """The x/y column WCS, built here from the TC* keywords (lower-case column names)."""
-    names = [header[f"TTYPE{i}"].lower() for i in range(1, header["TFIELDS"] + 1)]
-    ix, iy = names.index("x") + 1, names.index("y") + 1
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = [header[f"TCTYP{ix}"], header[f"TCTYP{iy}"]]
-    wcs.wcs.crval = [header[f"TCRVL{ix}"], header[f"TCRVL{iy}"]]
-    wcs.wcs.crpix = [header[f"TCRPX{ix}"], header[f"TCRPX{iy}"]]
-    wcs.wcs.cdelt = [header[f"TCDLT{ix}"], header[f"TCDLT{iy}"]]
-    return wcs
 
 
 def stingray_list(folder: Path) -> Path:
