@@ -19,6 +19,13 @@ The run record (``app.runs``) is the source of truth; rq only carries a run to a
   nothing);
 - what the rest of Regio reads of rq: ``job_states`` (for the reconciler, ``app.reconciler``),
   ``worker_names`` and ``queue_length`` (for the status pages).
+
+Jobs carry JSON, never pickle (``SERIALIZER``): a job is the name of ``execute`` and a few
+strings and numbers, and a worker that unpickled what it found in Redis would run any code whoever
+can write to Redis chose. Every queue and job handle here uses it, ``worker_command`` passes it
+to ``rq worker`` (``--serializer``) and ``RegioWorker`` uses it whatever it is given, so a worker
+started without the option still reads JSON. Other code that builds rq queues or workers on
+Regio's Redis (tests, scripts) takes ``SERIALIZER`` from here (or ``queue``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from rq import Queue, get_current_job
 from rq import Worker as _RqWorker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 
 from app import catalog, runs
 from app.plumbing import now
@@ -52,11 +60,31 @@ JOB_MONITORING_INTERVAL = 5  # rq worker heartbeat while a job runs (rq's defaul
 
 _GONE = frozenset(s.value for s in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED))
 
+#: How jobs, their results and metadata are stored in Redis: JSON (rq's default is pickle).
+SERIALIZER = JSONSerializer
+SERIALIZER_PATH = f"{JSONSerializer.__module__}.{JSONSerializer.__qualname__}"
+
 
 class RegioWorker(_RqWorker):
-    """rq's forking worker. Naming it on the command line (``--worker-class``) makes the worker
-    import this module (and Flask, sqlite-utils...) once, before it forks: every work horse starts
-    with them loaded, which saves ~0.3 s per run (see bench/runs.py)."""
+    """rq's forking worker, reading jobs as JSON (``SERIALIZER``) whatever serializer it is
+    given (``rq worker`` passes pickle unless told otherwise).
+
+    Naming it on the command line (``--worker-class``) makes the worker import this module (and
+    Flask, sqlite-utils...) once, before it forks: every work horse starts with them loaded,
+    which saves ~0.3 s per run (see bench/runs.py)."""
+
+    def __init__(self, queues, *args, **kwargs) -> None:
+        kwargs["serializer"] = SERIALIZER
+        if isinstance(queues, Queue | str):
+            queues = [queues]
+        # rq's command line builds its queues with its own serializer: rebuild them by name
+        names = [q.name if isinstance(q, Queue) else q for q in queues]
+        super().__init__(names, *args, **kwargs)
+
+
+def queue(redis_conn: redis.Redis, queue_name: str = QUEUE_NAME) -> Queue:
+    """The rq queue of Regio runs, with Regio's serializer."""
+    return Queue(queue_name, connection=redis_conn, serializer=SERIALIZER)
 
 
 def worker_command(
@@ -65,6 +93,7 @@ def worker_command(
     """The command line of an rq worker for Regio runs: preloaded, with short heartbeats."""
     command = [sys.executable, "-m", "rq.cli", "worker", "--url", redis_url,
                "--worker-class", "app.jobs.RegioWorker",
+               "--serializer", SERIALIZER_PATH,
                "--worker-ttl", str(WORKER_TTL),
                "--job-monitoring-interval", str(JOB_MONITORING_INTERVAL)]  # fmt: skip
     if name:
@@ -113,8 +142,7 @@ def enqueue_run(
     rq's own timeout is the run's time limit (else ``time_limit``, else an hour) plus
     ``JOB_TIMEOUT_MARGIN``: a backstop, the runner enforces the limit."""
     time_limit = run.time_limit or time_limit or 3600
-    queue = Queue(queue_name, connection=redis_conn)
-    return queue.enqueue_call(
+    return queue(redis_conn, queue_name).enqueue_call(
         execute,
         args=(run.id, str(db_path)),
         kwargs={
@@ -181,7 +209,7 @@ def cancel(run_id: str, db_path: Path | str, redis_conn: redis.Redis, *, wait: f
         run = runs.get(db_path, run_id)  # EXECUTING: the runner acts on the request
     else:
         with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
-            Job.fetch(run.job_id, connection=redis_conn).cancel()
+            Job.fetch(run.job_id, connection=redis_conn, serializer=SERIALIZER).cancel()
         redis_conn.delete(CANCEL_KEY.format(run_id))
         runs.append_log(run.run_dir, "ABORTED: cancelled before it started")
         return run
@@ -227,7 +255,9 @@ class JobState:
 
 def job_states(redis_conn: redis.Redis, job_ids: Sequence[str | None]) -> list[JobState | None]:
     """The state of each job (None for a job Redis does not know), in one round trip."""
-    found = Job.fetch_many([job_id or "" for job_id in job_ids], connection=redis_conn)
+    found = Job.fetch_many(
+        [job_id or "" for job_id in job_ids], connection=redis_conn, serializer=SERIALIZER
+    )
     states: list[JobState | None] = []
     for job in found:
         if job is None:
@@ -240,9 +270,9 @@ def job_states(redis_conn: redis.Redis, job_ids: Sequence[str | None]) -> list[J
 
 def worker_names(redis_conn: redis.Redis) -> list[str]:
     """The names of the rq workers registered (alive) in this Redis."""
-    return [worker.name for worker in _RqWorker.all(connection=redis_conn)]
+    return [worker.name for worker in _RqWorker.all(connection=redis_conn, serializer=SERIALIZER)]
 
 
 def queue_length(redis_conn: redis.Redis, queue_name: str = QUEUE_NAME) -> int:
     """How many jobs wait in the queue."""
-    return Queue(queue_name, connection=redis_conn).count
+    return queue(redis_conn, queue_name).count

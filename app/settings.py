@@ -126,7 +126,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WEB_THREADS",
         16,
-        "Threads per gunicorn worker; live log streams hold one thread each while open.",
+        "Threads of the web server with REGIO_WEB_WORKER_CLASS=gthread, where each open live log "
+        "stream holds one of them (unused with gevent).",
+        "int",
+    ),
+    Setting(
+        "WEB_WORKER_CLASS",
+        "gevent",
+        "How the web server serves requests: `gevent` (cooperative: an open live log stream "
+        "costs a socket, not a thread) or `gthread` (REGIO_WEB_THREADS threads; the fallback).",
+    ),
+    Setting(
+        "WEB_CONNECTIONS",
+        4000,
+        "With gevent: the most connections the web server handles at once, live log streams "
+        "included (each needs a file descriptor; `make run` raises the open-files limit).",
+        "int",
+    ),
+    Setting(
+        "STREAMS_PER_USER",
+        20,
+        "Most live log streams (/api/runs/ID/events) one user may have open at once, across all "
+        "web processes (without accounts: one client address); more get 429.",
         "int",
     ),
     Setting(
@@ -186,6 +207,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 AUTH_MODES = ("none", "accounts")
+WEB_WORKER_CLASSES = ("gevent", "gthread")
 
 
 def load(
@@ -222,6 +244,14 @@ def _check(values: Mapping[str, Any]) -> None:
     for name in ("WORKERS", "WEB_THREADS", "DEMO_OBSERVATIONS"):
         if values[name] < (0 if name == "WORKERS" else 1):
             raise SettingError(f"REGIO_{name} is out of range: {values[name]}")
+    for name, least in (("WEB_CONNECTIONS", 10), ("STREAMS_PER_USER", 1)):
+        if values[name] < least:
+            raise SettingError(f"REGIO_{name} must be at least {least}, not {values[name]}")
+    if values["WEB_WORKER_CLASS"] not in WEB_WORKER_CLASSES:
+        raise SettingError(
+            f"REGIO_WEB_WORKER_CLASS must be one of {', '.join(WEB_WORKER_CLASSES)}, "
+            f"not {values['WEB_WORKER_CLASS']!r}"
+        )
     if values["AUTH"] not in AUTH_MODES:
         raise SettingError(
             f"REGIO_AUTH must be one of {', '.join(AUTH_MODES)}, not {values['AUTH']!r}"

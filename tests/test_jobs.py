@@ -8,6 +8,7 @@ here asserts a duration: every wait polls a condition under a generous deadline.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -117,8 +119,10 @@ class Engine:
 
     def simple_worker(self) -> None:
         """Run the queued jobs in this process (SimpleWorker, burst mode)."""
-        queue = Queue(jobs.QUEUE_NAME, connection=self.conn)
-        SimpleWorker([queue], connection=self.conn).work(burst=True)
+        worker = SimpleWorker(
+            [jobs.queue(self.conn)], connection=self.conn, serializer=jobs.SERIALIZER
+        )
+        worker.work(burst=True)
 
 
 @pytest.fixture
@@ -133,15 +137,16 @@ def engine(tmp_path, redis_url) -> Iterator[Engine]:
 
 @pytest.fixture
 def start_worker(redis_url, tmp_path) -> Iterator[Callable[[str], subprocess.Popen]]:
-    """Start a real ``rq worker`` subprocess named ``name``; all are stopped at teardown."""
+    """Start a real ``rq worker`` subprocess named ``name`` (with ``jobs.worker_command``, or
+    ``command``); all are stopped at teardown."""
     started: list[tuple[subprocess.Popen, Any]] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
     env["PYTHONPATH"] = str(ROOT)
 
-    def start(name: str) -> subprocess.Popen:
+    def start(name: str, command: list[str] | None = None) -> subprocess.Popen:
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed at teardown
         proc = subprocess.Popen(
-            jobs.worker_command(redis_url, name=name),
+            command or jobs.worker_command(redis_url, name=name),
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         started.append((proc, log))
@@ -214,7 +219,7 @@ def test_a_run_goes_queued_executing_completed_on_a_real_worker(engine, start_wo
     provenance = json.loads((Path(run.run_dir) / "provenance.json").read_text())
     assert provenance["phase"] == COMPLETED and provenance["params"]["steps"] == 3
     assert provenance["worker"] == "w1"
-    job = Job.fetch(run.job_id, connection=engine.conn)
+    job = Job.fetch(run.job_id, connection=engine.conn, serializer=jobs.SERIALIZER)
     # the record closes first; rq marks the job finished a few ms later, when execute returned
     wait_for(lambda: job.get_status() != JobStatus.STARTED, "rq to record the job's end")
     assert job.get_status() == JobStatus.FINISHED and job.return_value() == COMPLETED
@@ -301,7 +306,10 @@ def test_cancel_a_queued_run(engine):
     other = engine.launch("stages")
     cancelled = jobs.cancel(run.id, engine.db, engine.conn)
     assert cancelled.phase == ABORTED and cancelled.error == "cancelled before it started"
-    assert Job.fetch(run.job_id, connection=engine.conn).get_status() == JobStatus.CANCELED
+    assert (
+        Job.fetch(run.job_id, connection=engine.conn, serializer=jobs.SERIALIZER).get_status()
+        == JobStatus.CANCELED
+    )
     assert runs.queue_position(engine.get(other), engine.conn) == 0  # it left the queue
     engine.simple_worker()
     assert engine.get(run).phase == ABORTED  # the worker did not run it
@@ -388,7 +396,9 @@ def test_two_workers_share_twenty_runs(engine, start_worker):
 
 def test_reconcile_requeues_a_queued_run_whose_job_vanished(engine):
     run = engine.launch("stages")
-    Job.fetch(run.job_id, connection=engine.conn).delete()  # e.g. Redis lost its data
+    Job.fetch(
+        run.job_id, connection=engine.conn, serializer=jobs.SERIALIZER
+    ).delete()  # e.g. Redis lost its data
     reconcile = reconciler.reconcile
     assert reconcile(engine.db, engine.conn) == []  # too young: being enqueued right now
     assert reconcile(engine.db, engine.conn, queued_grace=0, scripts_dir=SCRIPTS) == [run.id]
@@ -482,6 +492,7 @@ def test_worker_command_tunes_rq_heartbeats():
     assert command[1:4] == ["-m", "rq.cli", "worker"]
     assert command[-1] == "regio" and "--name" in command and "w9" in command
     assert command[command.index("--worker-ttl") + 1] == str(jobs.WORKER_TTL)
+    assert command[command.index("--serializer") + 1] == "rq.serializers.JSONSerializer"
 
 
 def test_products_of_a_run_are_bundled(engine):
@@ -491,3 +502,55 @@ def test_products_of_a_run_are_bundled(engine):
     with zipfile.ZipFile(path) as zf:
         names = set(zf.namelist())
     assert f"{run.id}/provenance.json" in names and f"{run.id}/output/table.txt" in names
+
+
+# ----------------------------------------------------------------------- JSON, never pickle
+
+
+def test_a_job_is_json_in_redis(engine, start_worker):
+    run = engine.launch("stages", steps=1)
+    raw = engine.conn.hgetall(f"rq:job:{run.job_id}")
+    data = zlib.decompress(raw[b"data"])  # rq compresses the payload
+    assert not data.startswith(b"\x80"), "a pickle (protocol 2+ starts with 0x80)"
+    func, instance, args, kwargs = json.loads(data)
+    assert (func, instance) == ("app.jobs.execute", None)
+    assert args == [run.id, str(engine.db)]
+    assert kwargs == {"scripts_dir": str(SCRIPTS), "heartbeat_ttl": HEARTBEAT}
+    start_worker("w-json")  # a real worker reads it and runs the run
+    assert engine.wait_phase(run, {COMPLETED, ERROR}).phase == COMPLETED
+    job = Job.fetch(run.job_id, connection=engine.conn, serializer=jobs.SERIALIZER)
+    wait_for(lambda: job.get_status() == JobStatus.FINISHED, "rq to record the job's end")
+    # the result rq keeps (base64 of the serialized value) is JSON too
+    entries = engine.conn.xrange(f"rq:results:{run.job_id}")
+    assert entries and json.loads(base64.b64decode(entries[-1][1][b"return_value"])) == COMPLETED
+
+
+class _OpensAFile:
+    """Unpickling this object creates a file: what a planted pickle could do on a worker."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_the_worker_never_unpickles_what_it_finds_in_redis(
+    engine, start_worker, tmp_path, redis_url
+):
+    from rq.serializers import PickleSerializer
+
+    marker = tmp_path / "unpickled"
+    planted = Queue(jobs.QUEUE_NAME, connection=engine.conn, serializer=PickleSerializer)
+    job = planted.enqueue("builtins.print", _OpensAFile(marker))
+    assert not marker.exists()
+    run = engine.launch("stages", steps=1)  # queued behind the planted job
+    # even started without --serializer (rq's default is pickle), RegioWorker reads JSON
+    command = jobs.worker_command(redis_url, name="w-pickle")
+    at = command.index("--serializer")
+    del command[at : at + 2]
+    start_worker("w-pickle", command)
+    assert engine.wait_phase(run, {COMPLETED, ERROR}).phase == COMPLETED  # the worker goes on
+    assert not marker.exists(), "the worker unpickled a job"
+    status = Job.fetch(job.id, connection=engine.conn, serializer=jobs.SERIALIZER).get_status()
+    assert status == JobStatus.FAILED
