@@ -16,11 +16,11 @@ with ``"exclude": true`` for a DS9 exclusion (``-circle(...)``). Sizes are full 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import astropy.units as u
+import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 from regions import (
@@ -33,39 +33,132 @@ from regions import (
     SkyRegion,
 )
 
+from indexer.limits import (
+    MAX_NUMBER_MAGNITUDE,
+    MAX_POLYGON_VERTICES,
+    MAX_REGION_VERTICES,
+    MAX_SHAPES,
+)
 from indexer.shapes import RegionError, is_included, parse_ds9, validate
 
 __all__ = ["RegionError", "from_json", "parse", "to_ds9", "to_json", "to_physical_ds9"]
 
-MAX_JSON_SHAPES = 100
+#: The fields of each viewer shape type (besides ``type`` and ``exclude``).
+FIELDS: dict[str, frozenset[str]] = {
+    "circle": frozenset({"ra", "dec", "radius"}),
+    "annulus": frozenset({"ra", "dec", "inner", "outer"}),
+    "ellipse": frozenset({"ra", "dec", "width", "height", "angle"}),
+    "box": frozenset({"ra", "dec", "width", "height", "angle"}),
+    "polygon": frozenset({"vertices"}),
+}
 
 
-def _number(shape: dict, key: str, where: str) -> float:
-    value = shape.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RegionError(f"{where}: '{key}' must be a number (degrees), got {value!r}")
+def _show(value: Any) -> str:
+    """A short description of a value for a message (never the whole of a huge value)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER_MAGNITUDE:
+        return f"an integer of {value.bit_length()} bits"
+    return f"{value!r:.60}" if isinstance(value, int | float | str) else type(value).__name__
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite JSON number of at most ``MAX_NUMBER_MAGNITUDE`` as a float (no bool, no text).
+
+    Large integers are compared as integers, so ``10**400`` is refused, not overflowed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RegionError(f"{what} must be a number (degrees), got {_show(value)}")
+    if not abs(value) <= MAX_NUMBER_MAGNITUDE:  # also refuses NaN
+        raise RegionError(
+            f"{what} must be a finite number (degrees) of magnitude at most "
+            f"{MAX_NUMBER_MAGNITUDE:.3g}, got {_show(value)}"
+        )
     return float(value)
 
 
+def _field(shape: dict, key: str, where: str) -> float:
+    return _number(shape.get(key), f"{where}: '{key}'")
+
+
 def _size(shape: dict, key: str, where: str) -> u.Quantity:
-    value = _number(shape, key, where)
+    value = _field(shape, key, where)
     if value <= 0:
         raise RegionError(f"{where}: '{key}' must be positive, got {value}")
     return value * u.deg
 
 
+def _dec_in_range(dec: float | np.ndarray, where: str) -> None:
+    bad = ~((np.asarray(dec) >= -90) & (np.asarray(dec) <= 90))
+    if np.any(bad):
+        value = float(np.atleast_1d(dec)[np.flatnonzero(bad)[0]])
+        raise RegionError(f"{where}: dec must be between -90 and 90 degrees, got {value}")
+
+
 def _centre(shape: dict, where: str) -> SkyCoord:
-    ra, dec = _number(shape, "ra", where), _number(shape, "dec", where)
-    if not -90 <= dec <= 90:
-        raise RegionError(f"{where}: dec must be between -90 and 90 degrees, got {dec}")
+    ra, dec = _field(shape, "ra", where), _field(shape, "dec", where)
+    _dec_in_range(dec, where)
     return SkyCoord(ra % 360 * u.deg, dec * u.deg, frame="icrs")
 
 
-def _shape_from_json(shape: Any, number: int) -> SkyRegion:
+def _check_counts(shapes: Any) -> None:
+    """Refuse a list of shapes over the counts of ``indexer.limits`` before building anything:
+    the number of shapes, the vertices of each polygon and of all of them, unknown fields."""
+    if not isinstance(shapes, list):
+        raise RegionError("a region must be a list of shapes or a DS9 string")
+    if len(shapes) > MAX_SHAPES:
+        raise RegionError(f"too many shapes: {len(shapes)} (max {MAX_SHAPES})")
+    total = 0
+    for number, shape in enumerate(shapes, start=1):
+        where = f"shape {number}"
+        if not isinstance(shape, dict):
+            raise RegionError(f"{where} must be an object with a 'type', got {_show(shape)}")
+        kind = shape.get("type")
+        if not isinstance(kind, str) or kind not in FIELDS:
+            raise RegionError(
+                f"{where}: unknown type {_show(kind)} (circle, annulus, ellipse, box or polygon)"
+            )
+        unknown = set(shape) - FIELDS[kind] - {"type", "exclude"}
+        if unknown:
+            names = ", ".join(sorted(repr(str(k)[:40]) for k in unknown)[:5])
+            raise RegionError(f"{where}: unknown field(s) for a {kind}: {names}")
+        if "exclude" in shape and not isinstance(shape["exclude"], bool):
+            raise RegionError(
+                f"{where}: 'exclude' must be true or false, got {_show(shape['exclude'])}"
+            )
+        if kind == "polygon":
+            vertices = shape.get("vertices")
+            if not isinstance(vertices, list):
+                raise RegionError(f"{where}: 'vertices' must be a list of [ra, dec] pairs")
+            if len(vertices) < 3:
+                raise RegionError(
+                    f"{where}: a polygon needs at least 3 vertices (got {len(vertices)})"
+                )
+            if len(vertices) > MAX_POLYGON_VERTICES:
+                raise RegionError(
+                    f"{where}: too many polygon vertices: {len(vertices)} "
+                    f"(max {MAX_POLYGON_VERTICES})"
+                )
+            total += len(vertices)
+    if total > MAX_REGION_VERTICES:
+        raise RegionError(
+            f"too many polygon vertices in the region: {total} (max {MAX_REGION_VERTICES})"
+        )
+
+
+def _polygon(vertices: list, where: str) -> PolygonSkyRegion:
+    """One polygon from checked ``[ra, dec]`` pairs: one vectorised ``SkyCoord``."""
+    ra = np.empty(len(vertices))
+    dec = np.empty(len(vertices))
+    for i, vertex in enumerate(vertices):
+        if not isinstance(vertex, list | tuple) or len(vertex) != 2:
+            raise RegionError(f"{where}: vertex {i + 1} must be an [ra, dec] pair (degrees)")
+        ra[i] = _number(vertex[0], f"{where}: vertex {i + 1} ra")
+        dec[i] = _number(vertex[1], f"{where}: vertex {i + 1} dec")
+    _dec_in_range(dec, where)
+    return PolygonSkyRegion(SkyCoord(ra % 360 * u.deg, dec * u.deg, frame="icrs"))
+
+
+def _shape_from_json(shape: dict, number: int) -> SkyRegion:
     where = f"shape {number}"
-    if not isinstance(shape, dict):
-        raise RegionError(f"{where} must be an object with a 'type', got {shape!r:.60}")
-    kind = shape.get("type")
+    kind = shape["type"]
     if kind == "circle":
         region = CircleSkyRegion(_centre(shape, where), _size(shape, "radius", where))
     elif kind == "annulus":
@@ -76,40 +169,24 @@ def _shape_from_json(shape: Any, number: int) -> SkyRegion:
         )
     elif kind in ("ellipse", "box"):
         cls = EllipseSkyRegion if kind == "ellipse" else RectangleSkyRegion
-        angle = _number(shape, "angle", where) if "angle" in shape else 0.0
+        angle = _field(shape, "angle", where) if "angle" in shape else 0.0
         region = cls(
             _centre(shape, where),
             _size(shape, "width", where),
             _size(shape, "height", where),
             angle * u.deg,
         )
-    elif kind == "polygon":
-        vertices = shape.get("vertices")
-        if not isinstance(vertices, list) or not all(
-            isinstance(v, list | tuple) and len(v) == 2 for v in vertices
-        ):
-            raise RegionError(f"{where}: 'vertices' must be a list of [ra, dec] pairs")
-        if len(vertices) < 3:
-            raise RegionError(f"{where}: a polygon needs at least 3 vertices (got {len(vertices)})")
-        points = [
-            _centre({"ra": v[0], "dec": v[1]}, f"{where} vertex {i + 1}")
-            for i, v in enumerate(vertices)
-        ]
-        region = PolygonSkyRegion(SkyCoord(points))
     else:
-        raise RegionError(
-            f"{where}: unknown type {kind!r} (circle, annulus, ellipse, box or polygon)"
-        )
+        region = _polygon(shape["vertices"], where)
     region.meta["include"] = 0 if shape.get("exclude") else 1
     return region
 
 
 def from_json(shapes: Any) -> Regions:
-    """Viewer JSON shapes -> validated ICRS ``Regions``. Raises ``RegionError`` with a message."""
-    if not isinstance(shapes, list):
-        raise RegionError("a region must be a list of shapes or a DS9 string")
-    if len(shapes) > MAX_JSON_SHAPES:
-        raise RegionError(f"too many shapes: {len(shapes)} (max {MAX_JSON_SHAPES})")
+    """Viewer JSON shapes -> validated ICRS ``Regions``. Raises ``RegionError`` with a message.
+
+    Counts and fields are checked for every shape before the first sky coordinate is built."""
+    _check_counts(shapes)
     built = []
     for number, shape in enumerate(shapes, start=1):
         try:

@@ -29,12 +29,14 @@ still gives a non-empty MOC.
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Iterable
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import Angle, SkyCoord
+from astropy.coordinates import ICRS, Angle, SkyCoord
 from astropy.utils.exceptions import AstropyUserWarning
 from mocpy import MOC
 from regions import (
@@ -47,12 +49,15 @@ from regions import (
     SkyRegion,
 )
 
-#: Longest DS9 text accepted [characters].
-MAX_TEXT_CHARS: int = 100_000
-#: Most shapes accepted in one region.
-MAX_SHAPES: int = 100
-#: Most vertices accepted in one polygon.
-MAX_POLYGON_VERTICES: int = 1_000
+from indexer.limits import (
+    MAX_DS9_STATEMENTS,
+    MAX_NUMBER_CHARS,
+    MAX_POLYGON_VERTICES,
+    MAX_REGION_VERTICES,
+    MAX_SHAPES,
+    MAX_TEXT_CHARS,
+)
+
 #: Default MOC depth of a region (HEALPix order 15: cells of 6.4 arcsec).
 DEFAULT_DEPTH: int = 15
 
@@ -74,17 +79,104 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+#: Characters that never belong in DS9 text: C0 controls but tab and line ends, DEL, C1
+#: controls, and lone UTF-16 surrogates (which a JSON "\ud800" escape can produce).
+_DS9_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_LONG_NUMBER = re.compile(f"[0-9]{{{MAX_NUMBER_CHARS + 1},}}")
+#: The first word of a DS9 statement, as the ``regions`` parser finds it.
+_DS9_WORD = re.compile(r"#? *[+-]?([a-zA-Z0-9]+)")
+_DS9_SEPARATORS = re.compile(r"[\s,()]+")
+#: Every shape name DS9 knows (the ``regions`` parser builds or skips each).
+_DS9_SHAPE_NAMES = frozenset(
+    [
+        "circle",
+        "ellipse",
+        "box",
+        "annulus",
+        "polygon",
+        "line",
+        "point",
+        "text",
+        "composite",
+        "vector",
+        "ruler",
+        "compass",
+        "projection",
+        "panda",
+        "epanda",
+        "bpanda",
+    ]
+)
+
+
+def _prescan_ds9(text: str) -> None:
+    """Refuse DS9 text over the limits before the ``regions`` parser (~40 us per number) runs.
+
+    Counts statements, shapes, polygon vertices and numbers the way the parser splits them
+    (lines and ``;``; comments skipped), so that whatever passes parses in a few tens of ms.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        raise RegionError(f"region text too long: {len(text)} characters (max {MAX_TEXT_CHARS})")
+    bad = _DS9_FORBIDDEN.search(text)
+    if bad:
+        raise RegionError(
+            f"control character U+{ord(bad.group()):04X} at character {bad.start() + 1}: "
+            "a DS9 region is plain text"
+        )
+    long = _LONG_NUMBER.search(text)
+    if long:
+        raise RegionError(
+            f"a number of more than {MAX_NUMBER_CHARS} digits at character {long.start() + 1}"
+        )
+    statements = text.count("\n") + text.count(";") + 1
+    if statements > MAX_DS9_STATEMENTS:
+        raise RegionError(
+            f"too many lines and ';'-separated statements: {statements} (max {MAX_DS9_STATEMENTS})"
+        )
+    shapes = vertices = 0
+    for statement in re.split("[\n;]", text):
+        statement = statement.strip()
+        if statement.startswith("#") and not statement.startswith(("# text(", "# composite(")):
+            continue
+        word = _DS9_WORD.match(statement)
+        name = word.group(1).lower() if word else ""
+        if name not in _DS9_SHAPE_NAMES:
+            continue  # a frame, a 'global' line, or something the parser will refuse
+        params = statement[word.end() :].split("#", 1)[0]
+        values = sum(1 for value in _DS9_SEPARATORS.split(params) if value)
+        if name == "polygon":
+            shapes += 1
+            corners = math.ceil(values / 2)
+            if corners > MAX_POLYGON_VERTICES:
+                raise RegionError(
+                    f"shape {shapes}: too many polygon vertices: {corners} "
+                    f"(max {MAX_POLYGON_VERTICES})"
+                )
+            vertices += corners
+        elif name == "annulus":
+            shapes += max(1, values - 3)  # annulus(ra, dec, r1, ..., rn): n - 1 annuli
+        elif name in ("ellipse", "box"):
+            shapes += max(1, (values - 3) // 2)  # elliptical or box annuli: pairs of sizes
+        else:
+            shapes += 1
+        if shapes > MAX_SHAPES:
+            raise RegionError(f"too many shapes: more than {MAX_SHAPES}")
+        if vertices > MAX_REGION_VERTICES:
+            raise RegionError(
+                f"too many polygon vertices in the region: more than {MAX_REGION_VERTICES}"
+            )
+
+
 def parse_ds9(text: str) -> Regions:
     """Parse a DS9 region string into validated sky regions (see :func:`validate`).
 
     Raises :class:`RegionError` for syntax errors, pixel coordinates (no WCS to convert them),
-    unsupported shapes, non-positive sizes, polygons with fewer than 3 vertices, empty input and
-    input over the size limits (``MAX_TEXT_CHARS``, ``MAX_SHAPES``).
+    unsupported shapes, non-positive sizes, polygons with fewer than 3 vertices, empty input,
+    control characters and input over the limits of ``indexer.limits`` (checked before parsing).
     """
     if not isinstance(text, str):
         raise RegionError(f"a DS9 region must be text, not {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise RegionError(f"region text too long: {len(text)} characters (max {MAX_TEXT_CHARS})")
+    _prescan_ds9(text)
     if not text.strip():
         raise RegionError('empty region: give at least one shape, e.g. icrs;circle(RA,Dec,R")')
     with warnings.catch_warnings(record=True) as caught:
@@ -121,6 +213,19 @@ def validate(regions: Regions | Iterable[SkyRegion]) -> Regions:
         raise RegionError("empty region: no shape found")
     if len(shapes) > MAX_SHAPES:
         raise RegionError(f"too many shapes: {len(shapes)} (max {MAX_SHAPES})")
+    vertices = 0
+    for number, shape in enumerate(shapes, start=1):
+        if isinstance(shape, PolygonSkyRegion):
+            n = shape.vertices.size
+            if n > MAX_POLYGON_VERTICES:
+                raise RegionError(
+                    f"shape {number}: too many polygon vertices: {n} (max {MAX_POLYGON_VERTICES})"
+                )
+            vertices += n
+    if vertices > MAX_REGION_VERTICES:
+        raise RegionError(
+            f"too many polygon vertices in the region: {vertices} (max {MAX_REGION_VERTICES})"
+        )
     for number, shape in enumerate(shapes, start=1):
         _validate_shape(shape, number)
     if not any(is_included(shape) for shape in shapes):
@@ -141,9 +246,7 @@ def _validate_shape(shape: object, number: int) -> None:
     if not isinstance(shape, SHAPES):
         kind = type(shape).__name__.replace("SkyRegion", "").lower()
         raise RegionError(f"{where}: unsupported shape '{kind}' (supported: {SHAPE_NAMES})")
-    coords = _vertices(shape) if isinstance(shape, PolygonSkyRegion) else shape.center
-    lon = np.atleast_1d(coords.icrs.ra.deg)
-    lat = np.atleast_1d(coords.icrs.dec.deg)
+    lon, lat = _icrs_deg(shape.vertices if isinstance(shape, PolygonSkyRegion) else shape.center)
     if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
         raise RegionError(f"{where}: coordinates must be finite numbers")
     for name, size in _sizes(shape).items():
@@ -156,11 +259,7 @@ def _validate_shape(shape: object, number: int) -> None:
         n = len(lon)
         if n < 3:
             raise RegionError(f"{where}: a polygon needs at least 3 vertices (got {n})")
-        if n > MAX_POLYGON_VERTICES:
-            raise RegionError(
-                f"{where}: too many polygon vertices: {n} (max {MAX_POLYGON_VERTICES})"
-            )
-        if _polygon_area_deg2(shape) <= 1e-12:
+        if _polygon_area_deg2(lon, lat) <= 1e-12:
             raise RegionError(f"{where}: the polygon has no area (repeated or aligned vertices)")
     if isinstance(shape, CircleAnnulusSkyRegion) and shape.inner_radius >= shape.outer_radius:
         raise RegionError(f"{where}: the annulus inner radius must be smaller than the outer one")
@@ -170,11 +269,36 @@ def _vertices(shape: PolygonSkyRegion) -> SkyCoord:
     return shape.vertices.icrs
 
 
-def _polygon_area_deg2(shape: PolygonSkyRegion) -> float:
-    """Area of a polygon in the plane of spherical offsets from its centre [deg^2] (shoelace)."""
-    vertices = _vertices(shape)
-    offsets = vertices.transform_to(_vector_to_coord(_shape_centre_vector(shape)).skyoffset_frame())
-    x, y = offsets.lon.wrap_at(180 * u.deg).deg, offsets.lat.deg
+def _icrs_deg(coords: SkyCoord) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS RA and Dec [deg] as 1-d arrays (no frame transformation when already ICRS)."""
+    if not isinstance(coords.frame, ICRS):
+        coords = coords.icrs
+    return np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
+
+
+def _unit_vectors(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Unit vectors (N, 3) of ICRS positions given in degrees."""
+    lon, lat = np.radians(lon), np.radians(lat)
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def _polygon_area_deg2(lon: np.ndarray, lat: np.ndarray) -> float:
+    """Area of a polygon (ICRS vertices [deg]) in the plane of spherical offsets from its centre
+    (the normalised mean of its vertex unit vectors) [deg^2], by the shoelace formula. Plain
+    numpy: the same numbers as ``SkyCoord.skyoffset_frame`` without building a frame."""
+    xyz = _unit_vectors(lon, lat)
+    mean = xyz.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    centre = mean / norm if norm > 0 else xyz[0]
+    lon0 = np.arctan2(centre[1], centre[0])
+    lat0 = np.arcsin(np.clip(centre[2], -1.0, 1.0))
+    # rotate the centre to (lon, lat) = (0, 0), North staying up: about z by -lon0, about y by lat0
+    x1 = xyz[:, 0] * np.cos(lon0) + xyz[:, 1] * np.sin(lon0)
+    y1 = -xyz[:, 0] * np.sin(lon0) + xyz[:, 1] * np.cos(lon0)
+    x2 = x1 * np.cos(lat0) + xyz[:, 2] * np.sin(lat0)
+    z2 = -x1 * np.sin(lat0) + xyz[:, 2] * np.cos(lat0)
+    x = np.degrees(np.arctan2(y1, x2))
+    y = np.degrees(np.arcsin(np.clip(z2, -1.0, 1.0)))
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 

@@ -1,10 +1,12 @@
 """Viewer JSON shapes <-> regions <-> DS9 text, both ways, and clear errors for bad shapes."""
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
 from app import shapes
+from indexer import limits
 
 ALL_SHAPES = [
     {"type": "circle", "ra": 149.59, "dec": -11.06, "radius": 1 / 60},
@@ -53,7 +55,28 @@ def test_ds9_in_other_frames_and_units_becomes_icrs_degrees():
         ([{"type": "circle", "ra": 1, "dec": 2, "radius": 0}], "'radius' must be positive"),
         ([{"type": "circle", "ra": 1, "dec": 2, "radius": True}], "'radius' must be a number"),
         ([{"type": "circle", "ra": 1, "dec": 95, "radius": 1}], "dec must be between"),
-        ([{"type": "circle", "ra": float("nan"), "dec": 1, "radius": 1}], "'ra' must be a number"),
+        (
+            [{"type": "circle", "ra": float("nan"), "dec": 1, "radius": 1}],
+            "'ra' must be a finite number",
+        ),
+        ([{"type": "circle", "ra": 10**400, "dec": 1, "radius": 1}], "an integer of 1329 bits"),
+        ([{"type": "circle", "ra": 1, "dec": -(10**400), "radius": 1}], "'dec' must be a finite"),
+        ([{"type": "circle", "ra": 1, "dec": 1, "radius": 2.0**60}], "magnitude at most"),
+        ([{"type": "circle", "ra": "1", "dec": 1, "radius": 1}], "'ra' must be a number"),
+        ([{"type": "circle", "ra": 1, "dec": 1, "radius": 1, "colour": "red"}], "'colour'"),
+        ([{"type": "circle", "ra": 1, "dec": 1, "radius": 1, "exclude": "no"}], "true or false"),
+        ([{"type": ["circle"]}], "unknown type list"),
+        ([{"type": "polygon", "vertices": [[1, 2], [2, 3], "4,5"]}], "vertex 3 must be an"),
+        ([{"type": "polygon", "vertices": [[1, 2], [2, 3], [3, 4, 5]]}], "vertex 3 must be an"),
+        ([{"type": "polygon", "vertices": [[1, 2], [2, 3], [3, None]]}], "vertex 3 dec must be"),
+        ([{"type": "polygon", "vertices": [[1, 2], [2, 3], [3, 91]]}], "dec must be between"),
+        ([{"type": "polygon", "vertices": [[1, 2]] * 1001}], "too many polygon vertices: 1001"),
+        (
+            [{"type": "polygon", "vertices": [[1, 2]] * 600}] * 2,
+            "too many polygon vertices in the region: 1200",
+        ),
+        # counted before a single coordinate is built: the bad vertex comes after the count
+        ([{"type": "polygon", "vertices": [["x"]] * 100_000}], "too many polygon vertices"),
         ([{"type": "polygon", "vertices": [[1, 2], [2, 3]]}], "at least 3 vertices"),
         ([{"type": "polygon", "vertices": "1,2,3"}], "list of [ra, dec] pairs"),
         ([{"type": "annulus", "ra": 1, "dec": 1, "inner": 2, "outer": 1}], "outer_radius"),
@@ -102,3 +125,24 @@ def test_physical_regions_use_the_event_list_column_wcs(real_data):
     assert cx == pytest.approx(header[f"TCRPX{x}"], abs=0.01)
     assert cy == pytest.approx(header[f"TCRPX{y}"], abs=0.01)
     assert r == pytest.approx(1200, rel=1e-6)
+
+
+def test_a_region_at_the_limits_is_stored_as_ds9_that_parses_again():
+    """What ``from_json`` accepts, ``to_ds9`` writes within ``MAX_TEXT_CHARS`` and ``parse``
+    reads back (the session store does both): no region passes validation to fail storage."""
+    ring = np.linspace(0, 2 * np.pi, limits.MAX_REGION_VERTICES, endpoint=False)
+    polygon = {
+        "type": "polygon",
+        "vertices": [
+            [float((359.123456789 + 0.5 * np.cos(a)) % 360), float(-88.987654321 + 0.5 * np.sin(a))]
+            for a in ring
+        ],
+    }
+    ellipse = {"type": "ellipse", "ra": 359.987654321, "dec": -89.123456789, "width": 0.0123456789,
+               "height": 0.0987654321, "angle": 123.456789, "exclude": True}  # fmt: skip
+    regions = shapes.from_json([polygon] + [ellipse] * (limits.MAX_SHAPES - 1))
+    text = shapes.to_ds9(regions)
+    assert len(text) < limits.MAX_TEXT_CHARS / 2
+    again = shapes.parse(text)
+    assert len(again) == limits.MAX_SHAPES
+    assert len(again[0].vertices) == limits.MAX_REGION_VERTICES

@@ -7,7 +7,7 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.wcs import WCS
 from regions import CircleSkyRegion, Regions
 
-from indexer import shapes
+from indexer import limits, shapes
 from indexer.shapes import RegionError
 
 
@@ -136,6 +136,17 @@ def test_regions_objects_are_accepted():
         ("icrs;circle(1,2,3\");-circle(1,2,4')", "exclusions remove all"),
         ("icrs;" + 'circle(1,2,3");' * (shapes.MAX_SHAPES + 1), "too many shapes"),
         ("#" * (shapes.MAX_TEXT_CHARS + 1), "too long"),
+        # refused by the scan before the parser runs
+        ('icrs;circle(1,2,3")\x00', "control character U+0000 at character 20"),
+        ('icrs;circle(1,2,3") # text={\x1b[31m}', "control character U+001B"),
+        ('icrs;circle(1,2,3") # text={\x85}', "control character U+0085"),
+        ("icrs;circle(1,2,3" + "0" * 40 + ")", "more than 40 digits"),
+        ("\n" * limits.MAX_DS9_STATEMENTS + 'icrs;circle(1,2,3")', "too many lines"),
+        ("icrs" + ";" * limits.MAX_DS9_STATEMENTS + 'circle(1,2,3")', "too many lines"),
+        ("icrs;annulus(1,2," + ",".join(f'{i}"' for i in range(1, 103)) + ")", "too many shapes"),
+        ("icrs\n" + "circle 1 2 3\n" * (shapes.MAX_SHAPES + 1), "too many shapes"),
+        ("icrs;polygon(" + "1,2," * 1001 + ")", "too many polygon vertices: 1001 (max 1000)"),
+        ("icrs\n" + ("polygon(" + "1,2," * 600 + ")\n") * 2, "vertices in the region"),
     ],
 )
 def test_bad_regions_give_one_clear_line(text, fragment):
@@ -149,3 +160,22 @@ def test_bad_regions_give_one_clear_line(text, fragment):
 def test_non_text_input():
     with pytest.raises(RegionError, match="must be text"):
         shapes.parse_ds9(None)  # type: ignore[arg-type]
+
+
+def test_the_limits_fit_each_other():
+    """A region at every limit at once is accepted, and so is its DS9 text (which the session
+    store writes and parses again): a region never passes one limit to fail another later."""
+    ring = np.linspace(0, 2 * np.pi, limits.MAX_REGION_VERTICES, endpoint=False)
+    polygon = ",".join(
+        f"{(359.87654321 + 0.5 * np.cos(a)) % 360:.8f},{-88.98765432 + 0.5 * np.sin(a):.8f}"
+        for a in ring
+    )
+    ellipses = ['-ellipse(359.98765432,-89.12345679,0.61728394",4.93827160",123.45678900)'] * (
+        limits.MAX_SHAPES - 1
+    )
+    text = "# Region file format: DS9\nicrs\n" + "\n".join([f"polygon({polygon})", *ellipses])
+    assert len(text) < limits.MAX_TEXT_CHARS
+    regions = shapes.parse_ds9(text)
+    assert len(regions) == limits.MAX_SHAPES
+    assert len(regions[0].vertices) == limits.MAX_REGION_VERTICES
+    assert limits.MAX_REGION_VERTICES <= limits.MAX_POLYGON_VERTICES * limits.MAX_SHAPES

@@ -1,0 +1,76 @@
+"""Every limit on what Regio accepts from outside, in one place, each with its reason.
+
+The indexer CLI and the web service share the region limits; the service adds those of HTTP
+requests. They are checked before any costly object exists: DS9 text is scanned before the
+``regions`` parser runs (``indexer.shapes``), viewer JSON shapes are counted before a sky
+coordinate is built (``app.shapes``), and a JSON body's nesting, numbers and control characters
+are checked before or while ``json`` builds it (``app.bodies``). Whatever passes them is cheap
+to refuse later: a refused request costs well under 0.1 s of CPU (``bench/hostile.py``).
+
+Limits owned by the modules they belong to: ``app.sessions.MAX_SELECTION`` (exposures in a
+selection), ``app.catalog.MAX_STRING_PARAM`` (a script's text parameter), the e-mail, name and
+password lengths of ``app.accounts``.
+
+Nothing here imports anything: any module may import it.
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------------------------ regions
+
+#: Most shapes in one region (DS9 or viewer JSON). Each shape costs a MOC and a sky coordinate
+#: transformation in every query; a hundred covers any hand-made region with its exclusions.
+MAX_SHAPES: int = 100
+
+#: Most vertices in one polygon. Far beyond a hand-drawn polygon; a contour with more points
+#: should be simplified first.
+MAX_POLYGON_VERTICES: int = 1_000
+
+#: Most polygon vertices in one region, all polygons together. The DS9 parser of ``regions``
+#: costs ~40 us per vertex and a vertex takes ~25 characters of DS9 text, so every region that
+#: passes stays quick to parse (< 0.05 s) and its DS9 text (written with ``to_ds9`` and parsed
+#: again when stored) stays far under ``MAX_TEXT_CHARS``.
+MAX_REGION_VERTICES: int = 1_000
+
+#: Longest DS9 region text [characters]: ``MAX_SHAPES`` shapes and ``MAX_REGION_VERTICES``
+#: vertices, with comments, fit in half of it.
+MAX_TEXT_CHARS: int = 100_000
+
+#: Most lines and ``;``-separated statements in DS9 text. A region file has a header line or
+#: two, then a frame, a shape and maybe a ``global`` line per shape: ``MAX_SHAPES`` shapes fit
+#: three times over. The ``regions`` parser loops over them in Python (~2 us each).
+MAX_DS9_STATEMENTS: int = 1_000
+
+#: Largest DS9 region file in a multipart upload [bytes]: ``MAX_TEXT_CHARS`` characters of UTF-8
+#: with room for multi-byte characters in comments; a larger file is refused unread (413).
+MAX_REGION_FILE_BYTES: int = 256 * 1024
+
+# ------------------------------------------------------------------------------------ numbers
+
+#: Longest number literal (JSON or DS9) [characters]. A float64 is written exactly in 24
+#: (17 significant digits, sign, point, exponent); longer integer literals cost time quadratic
+#: in their length to convert, and overflow a float (``10**400`` as a coordinate).
+MAX_NUMBER_CHARS: int = 40
+
+#: Largest absolute value of a JSON number: 2**53, beyond which integers are no longer exact as
+#: float64 or in the page's JavaScript. No coordinate, size, offset or script parameter comes
+#: near; a larger one is refused when the body is parsed.
+MAX_NUMBER_MAGNITUDE: int = 2**53
+
+# ------------------------------------------------------------------------------ HTTP requests
+
+#: Largest request body [bytes]; Werkzeug answers 413 before reading more. The largest useful
+#: body, a source and a background region at the limits above, is ~0.1 MB of JSON.
+MAX_BODY_BYTES: int = 2 * 1024 * 1024
+
+#: Deepest nesting of arrays and objects in a JSON body. The deepest useful body is 5 levels
+#: (``{"source": [{"vertices": [[ra, dec], ...]}]}``); Python's parser recurses once per level
+#: and fails with a RecursionError (a 500) near a thousand.
+MAX_JSON_DEPTH: int = 16
+
+#: Longest one-line text a user names things with (a session title) [characters].
+MAX_TITLE_CHARS: int = 200
+
+#: Most decimal digits of a byte offset in a query (``?offset=``): 10**15 bytes is a petabyte,
+#: far beyond any run log.
+MAX_OFFSET_DIGITS: int = 15
