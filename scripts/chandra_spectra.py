@@ -12,6 +12,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from chandra import responses
 from chandra.pipeline import prepare
 from chandra.spectra import region_spectrum, write_pha
 from regio_kit import main
@@ -48,6 +49,17 @@ def run(inp: dict[str, Any]) -> None:
         cards = provenance.cards(obs.obsid, obs.camera)
         writer = functools.partial(write_pha, wcs=obs.events.wcs, extra_cards=cards)
         files = write_spectra(output_dir, stem, spectra, writer)
+        choice = responses.choose(
+            output_dir,
+            files["source"],
+            str(obs.events.path),
+            obs.regions["source"],
+            params.get("source_extent", "point") == "extended",
+            say,
+        )
+        src = spectra["source"]
+        src.respfile, src.ancrfile = choice.respfile, choice.ancrfile
+        say(f"{obs.label}: RESPFILE {choice.respfile}, ANCRFILE {choice.ancrfile}: {choice.reason}")
         say(spectra_summary(obs.label, files, spectra, ".6g"))
         return obs, stem, spectra, files
 

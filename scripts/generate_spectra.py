@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from regio_kit import main, progress, save_product, stage
+from xmm import responses
+from xmm.footprint import _SKY0
 from xmm.pipeline import Observation
 from xmm.products import (
     SPECTRUM_KINDS,
@@ -28,7 +30,6 @@ from xmm.spectra import (
     channel_grid,
     combine,
     event_keywords,
-    find_response,
     group_min_counts,
     write_pha,
 )
@@ -39,20 +40,66 @@ def response_folder(params: dict[str, Any]) -> Path | None:
     return Path(folder) if folder else None
 
 
-def observation_spectra(
-    obs: Observation, params: dict[str, Any], responses: Path | None
-) -> dict[str, Spectrum]:
+def source_rawy(obs: Observation) -> float | None:
+    """Mean RAWY of the source events on the CCD holding most of the source region (from the
+    CCD's sky -> raw map), for the choice of a canned pn response row."""
+    weights = obs.areas["source"].weights()
+    if not weights:
+        return None
+    ccd = max(weights, key=weights.__getitem__)
+    geom = obs.geometry.get(ccd)
+    if geom is None or geom.to_raw is None:
+        return None
+    sel = obs.selected["source"]
+    on = sel.ccd == ccd
+    if not on.any():
+        return None
+    dx, dy = float(sel.x[on].mean()) - _SKY0, float(sel.y[on].mean()) - _SKY0
+    (_, ay), (_, by), (_, cy) = geom.to_raw
+    return ay * dx + by * dy + cy
+
+
+def response_needs(obs: Observation, n_channels: int) -> responses.Needs:
+    ev = obs.events
+    return responses.Needs(
+        camera=obs.camera,
+        submode=str(ev.keyword("SUBMODE", "")),
+        datamode=str(ev.keyword("DATAMODE", "IMAGING")),
+        date_obs=str(ev.keyword("DATE-OBS", "")),
+        n_channels=n_channels,
+        rawy=source_rawy(obs) if obs.camera == "EPN" else None,
+    )
+
+
+def attach_responses(
+    output_dir: Path,
+    obs: Observation,
+    spectra: dict[str, Spectrum],
+    files: dict[str, str],
+    params: dict[str, Any],
+) -> None:
+    """The response step: SAS rmfgen/arfgen, else a canned RMF, else NONE (logged)."""
+    src = spectra["source"]
+    choice = responses.choose(
+        output_dir,
+        files["source"],
+        str(obs.events.path),
+        response_needs(obs, src.grid.n),
+        response_folder(params),
+        params.get("source_extent", "point") == "extended",
+        say,
+    )
+    src.respfile, src.ancrfile = choice.respfile, choice.ancrfile
+    if choice.how == "none":
+        say(f"{obs.label}: RESPFILE NONE, ANCRFILE NONE: {choice.reason}")
+    else:
+        say(f"{obs.label}: RESPFILE {choice.respfile}, ANCRFILE {choice.ancrfile}: {choice.reason}")
+
+
+def observation_spectra(obs: Observation, params: dict[str, Any]) -> dict[str, Spectrum]:
     """Source and (if a background region exists) background spectra of one observation."""
     grid = channel_grid(obs.camera, int(params.get("mos_bin", 5)))
     keywords = event_keywords(obs.events)
-    respfile = "NONE"
-    if responses is not None:
-        rmf = find_response(responses, obs.camera, str(keywords.get("SUBMODE", "")), grid.n)
-        if rmf is None:
-            say(f"[WARNING] {obs.label}: no canned RMF with {grid.n} channels in {responses}")
-        else:
-            respfile = str(rmf)
-            say(f"{obs.label}: response {rmf.name}")
     out = {}
     for name, kind in SPECTRUM_KINDS:
         if name not in obs.regions:
@@ -72,7 +119,6 @@ def observation_spectra(
             },
             region=obs.regions[name],
             ccd_gtis=dict(obs.good_time),
-            respfile=respfile if kind == "TOTAL" else "NONE",
         )
         out[name] = spec
     min_counts = int(params.get("min_counts", 0))
@@ -92,15 +138,15 @@ def run(inp: dict[str, Any]) -> None:
         provenance=provenance,
         after_extract=check_pileup,
     )
-    responses = response_folder(params)
     written: list[tuple[Observation, str, dict[str, Spectrum], dict[str, str]]] = []
     with stage("write products"):
         for k, obs in enumerate(observations, 1):
-            spectra = observation_spectra(obs, params, responses)
+            spectra = observation_spectra(obs, params)
             stem = f"{obs.obsid}_{obs.camera}"
             cards = provenance.cards(obs.obsid, obs.camera) + pileup_cards(obs)
             write = functools.partial(write_pha, camera=obs.camera, extra_cards=cards)
             files = write_spectra(output_dir, stem, spectra, write)
+            attach_responses(output_dir, obs, spectra, files, params)
             say(spectra_summary(obs.label, files, spectra, ".0f"))
             written.append((obs, stem, spectra, files))
             progress(k, len(observations))

@@ -184,3 +184,51 @@ def independent_events(path: Path, ra: float, dec: float, r_in: float, r_out: fl
     )
     keep = (sep.deg > r_in) & (sep.deg <= r_out) if r_in > 0 else sep.deg <= r_out
     return events[keep]
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+def write_rmf(path: Path, n_channels: int, channel_ev: float, instrume: str) -> Path:
+    """A small OGIP RMF (MATRIX + EBOUNDS) with a Gaussian redistribution (FWHM ~ 120 eV) on
+    energies 0.1-12 keV: test data for response libraries and fits, never a real response."""
+    e_edges = np.linspace(0.1, 12.0, 600)
+    e_lo, e_hi = e_edges[:-1], e_edges[1:]
+    ch_lo = np.arange(n_channels) * channel_ev / 1000.0
+    ch_hi = ch_lo + channel_ev / 1000.0
+    sigma = 0.05
+    rows = []
+    for lo, hi in zip(e_lo, e_hi, strict=True):
+        centre = 0.5 * (lo + hi)
+        weights = np.exp(-0.5 * ((0.5 * (ch_lo + ch_hi) - centre) / sigma) ** 2)
+        on = np.flatnonzero(weights > 1e-4 * weights.max())
+        w = weights[on] / weights.sum() * 0.9  # a detector efficiency of 90 %
+        rows.append((int(on[0]), len(on), w.astype(np.float32)))
+    matrix = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="ENERG_LO", format="E", unit="keV", array=e_lo),
+            fits.Column(name="ENERG_HI", format="E", unit="keV", array=e_hi),
+            fits.Column(name="N_GRP", format="I", array=np.ones(len(rows), np.int16)),
+            fits.Column(name="F_CHAN", format="1J", array=[r[0] for r in rows]),
+            fits.Column(name="N_CHAN", format="1J", array=[r[1] for r in rows]),
+            fits.Column(name="MATRIX", format="PE()", array=[r[2] for r in rows]),
+        ],
+        name="MATRIX",
+    )
+    ebounds = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="CHANNEL", format="J", array=np.arange(n_channels)),
+            fits.Column(name="E_MIN", format="E", unit="keV", array=ch_lo),
+            fits.Column(name="E_MAX", format="E", unit="keV", array=ch_hi),
+        ],
+        name="EBOUNDS",
+    )
+    for hdu, clas2 in ((matrix, "RSP_MATRIX"), (ebounds, "EBOUNDS")):
+        h = hdu.header
+        h.update(TELESCOP="XMM", INSTRUME=instrume, FILTER="NONE", CHANTYPE="PI")
+        h.update(DETCHANS=n_channels, HDUCLASS="OGIP", HDUCLAS1="RESPONSE", HDUCLAS2=clas2)
+        h.update(HDUVERS="1.3.0", TLMIN4=0)
+    matrix.header["HDUCLAS3"] = "DETECTOR"
+    matrix.header["LO_THRES"] = 1e-6
+    fits.HDUList([fits.PrimaryHDU(), matrix, ebounds]).writeto(path, overwrite=True)
+    return path

@@ -458,3 +458,43 @@ def test_demo_image_across_ra_zero_has_the_right_wcs(demo, tmp_path):
     ra, dec = WCS(h).all_pix2world([[ix + 1, iy + 1]], 1)[0]
     offset = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(src["ra"], src["dec"], unit="deg"))
     assert offset < 2.0 * u.arcsec
+
+
+FAKE_SPECEXTRACT = """#!/bin/sh
+# a stand-in for CIAO's specextract: records its arguments, writes outroot.rmf/.corr.arf
+echo "specextract $*" >> "{log}"
+for arg in "$@"; do
+  case "$arg" in outroot=*) root="${{arg#outroot=}}" ;; esac
+done
+echo rmf > "$root.rmf"
+echo arf > "$root.corr.arf"
+"""
+
+
+def test_m82_responses_come_from_specextract_when_ciao_is_installed(m82, tmp_path):
+    import os
+    import stat
+
+    bin_dir = tmp_path / "ciao" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "ciao" / "calls.log"
+    tool = bin_dir / "specextract"
+    tool.write_text(FAKE_SPECEXTRACT.format(log=log))
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    inp = build_input(
+        "chandra_spectra", [m82], circle(*M82_SOURCE, M82_RADIUS), None, tmp_path / "output"
+    )
+    env = {**os.environ, "ASCDS_INSTALL": str(tmp_path / "ciao")}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    proc = run_script("chandra_spectra", inp, tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stem = "10027_ACIS-S_src"
+    h = fits.getheader(tmp_path / "output" / f"{stem}.pha", "SPECTRUM")
+    assert (h["RESPFILE"], h["ANCRFILE"]) == (f"{stem}_ciao.rmf", f"{stem}_ciao.corr.arf")
+    (call,) = log.read_text().splitlines()
+    assert f"infile={m82}[sky=region({stem}.reg)] outroot={stem}_ciao weight=no" in call
+    region = (tmp_path / "output" / f"{stem}.reg").read_text()
+    assert "physical" in region and "circle(" in region
+    # without CIAO: NONE, and the log says why
+    proc = run_script("chandra_spectra", inp, tmp_path / "again")
+    assert "RESPFILE NONE, ANCRFILE NONE: CIAO is not initialised" in proc.stdout

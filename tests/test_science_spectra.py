@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -275,20 +274,3 @@ def test_recovers_injected_counts_within_poisson_error(sample_archive, tmp_path,
             counts,
             expected,
         )
-
-
-def test_pn_spectrum_references_the_configured_response(sample_archive, tmp_path):
-    truth = json.loads((sample_archive / "truth.json").read_text())
-    obs = truth["observations"][0]
-    path = sample_archive / obs["cameras"]["EPN"]["file"]
-    source = next(s for s in truth["sources"] if s["id"] == "CL0958-02")
-    text = f"icrs\ncircle({source['ra']},{source['dec']},0.01)"
-    inp = build_input("generate_spectra", [path], text, None, tmp_path / "output")
-    env = {**os.environ, "REGIO_RESPONSES": str(REFERENCE)}
-    proc = run_script("generate_spectra", inp, tmp_path, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    h = fits.getheader(tmp_path / "output" / f"{obs['obsid']}_EPN_src.pha", "SPECTRUM")
-    assert h["RESPFILE"] == str(REFERENCE / "epn_ff20_dY9.rmf")
-    assert h["DETCHANS"] == 4096 and h["DSVAL2"] == "0" and h["DSVAL4"] == ":4"
-    with fits.open(REFERENCE / "epn_ff20_dY9.rmf") as rmf:
-        assert rmf["EBOUNDS"].header["DETCHANS"] == h["DETCHANS"]

@@ -19,9 +19,8 @@
   ``0:0,2:2,3:3,4:4,6:6``, ``sky`` -> TABLE ``:REGION`` (SHAPE, X, Y, R, ROTANG, COMPONENT, with
   the list's sky WCS on X/Y). ``status=0`` is written in the HISTORY (CIAO has no range syntax
   for a bit column).
-- ``BACKFILE`` names the background spectrum; ``RESPFILE`` and ``ANCRFILE`` are 'NONE': ACIS
-  responses depend on the observation (make them with ``specextract``, or ``mkacisrmf`` and
-  ``mkarf``, from the same event list and region).
+- ``BACKFILE`` names the background spectrum; ``RESPFILE`` and ``ANCRFILE`` are written 'NONE'
+  here and set by :mod:`chandra.responses` (CIAO ``specextract`` when installed).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ on these files.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,49 +422,3 @@ def combine(spectra: list[Spectrum], kind: str) -> Spectrum:
             + ", ".join(f"{s.keywords.get('OBS_ID')} ({s.exposure:.0f} s)" for s in spectra)
         ],
     )
-
-
-# --- responses --------------------------------------------------------------------------------
-
-_SUBMODE_TAG = {
-    "PrimeFullWindow": "ff",
-    "PrimeFullWindowExtended": "ef",
-    "PrimeLargeWindow": "lw",
-    "PrimeSmallWindow": "sw",
-}
-
-
-def find_response(folder: Path, camera: str, submode: str, n_channels: int) -> Path | None:
-    """The canned RMF of ``folder`` matching the camera and channel count (None if none).
-
-    pn: ``epn_<mode>...`` files (mode from SUBMODE: ff, ef, lw, sw), preferring singles+doubles
-    (``sd``, PATTERN<=4) and the most recent version; MOS: ``m1_``/``m2_`` files. The RMF's
-    ``DETCHANS`` must equal the spectrum's channel count.
-    """
-    if not folder.is_dir():
-        return None
-    prefix = {"EPN": "epn_", "EMOS1": "m1_", "EMOS2": "m2_"}[camera]
-    candidates = []
-    for path in sorted(folder.glob("*.rmf")):
-        name = path.name.lower()
-        if not name.startswith(prefix):
-            continue
-        try:
-            with fits.open(path) as hdul:
-                detchans = next(
-                    (int(h.header["DETCHANS"]) for h in hdul[1:] if "DETCHANS" in h.header), None
-                )
-        except (OSError, ValueError):
-            continue
-        if detchans != n_channels:
-            continue
-        score = 0
-        tag = _SUBMODE_TAG.get(submode)
-        if camera == "EPN" and tag and name.startswith(f"epn_{tag}"):
-            score += 2
-        if camera == "EPN" and re.search(r"_sd", name):
-            score += 1
-        candidates.append((score, name, path))
-    if not candidates:
-        return None
-    return max(candidates)[2]
