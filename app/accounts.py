@@ -537,6 +537,17 @@ def authenticate(db: Path | str, email: str, password: str) -> User | None:
     return _set(db, row["id"], **changes)
 
 
+def check_user_password(db: Path | str, user_id: str, password: str) -> bool:
+    """Whether ``password`` is the active user's password: the re-authentication before a
+    password change. Unlike ``authenticate`` it records no sign-in. The caller throttles it."""
+    if not isinstance(password, str) or len(password) > MAX_PASSWORD_LENGTH:
+        password = ""
+    with connect(db) as conn:
+        row = _one(conn, "SELECT password_hash, is_active FROM users WHERE id = ?", [user_id])
+    ok = verify_password(password, row["password_hash"] if row else _dummy_hash())
+    return bool(ok and row is not None and row["is_active"])
+
+
 # -------------------------------------------------------------------------------- API tokens
 
 

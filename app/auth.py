@@ -15,13 +15,26 @@
   must also carry the session's token, in the ``X-CSRF-Token`` header (the page's fetch calls)
   or a ``csrf_token`` form field. Requests with an API token need none (a browser never sends it
   by itself), nor do curl or scripts in single-user mode.
+- Throttling (``app.ratelimit``, in Redis so every web process and host counts together) is
+  keyed by the client, never by the account alone, so a guesser elsewhere cannot lock a user out:
+  wrong passwords at sign-in back off exponentially per (client, account) and, with more free
+  tries, per client (``LOGIN_PAIR_BACKOFF``, ``LOGIN_CLIENT_BACKOFF``); every sign-in attempt
+  also counts in a per-client window (``LOGIN_ATTEMPTS``: hashing costs CPU). The current-password
+  check before a password change backs off per user (``PASSWORD_CHECK_BACKOFF``); failed API
+  tokens count per client. A client is its address, an IPv6 client its /64 network (one host
+  owns a whole /64). Behind a reverse proxy every client has the proxy's address: the proxy must
+  be trusted to pass the client's address on (e.g. werkzeug's ``ProxyFix``) or the per-client
+  limits become one limit for everybody.
+- Secrets stay out of logs: ``init_app`` puts ``app.redaction``'s filter on the app's logger.
 - Security headers on every response, with a content security policy that lets Aladin Lite's
   WebAssembly run (``'wasm-unsafe-eval'``) and nothing load from other origins.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +42,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, g, jsonify, redirect, request, session, url_for
 
-from app import accounts, ratelimit
+from app import accounts, ratelimit, redaction
 
 #: Endpoints anyone may reach in accounts mode (sign-in, the API description, static files).
 PUBLIC_ENDPOINTS = frozenset(
@@ -60,9 +73,19 @@ CSP = (
     "img-src 'self' data: blob:; connect-src 'self' data: blob:; worker-src 'self' blob:; font-src 'self' data:; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-#: (requests, seconds) allowed per client address for failed token uses and for login attempts.
+#: (requests, seconds) allowed per client: failed API tokens, sign-in and sign-up attempts.
 TOKEN_FAILURES = (30, 60)
-LOGIN_ATTEMPTS = (10, 300)
+LOGIN_ATTEMPTS = (30, 300)
+SIGNUP_ATTEMPTS = (10, 300)
+#: Wrong passwords at sign-in from one client for one account: 5 free, then 1 s, 2 s, 4 s... up to
+#: 15 min; forgotten a day after the last one, or at the pair's next successful sign-in.
+LOGIN_PAIR_BACKOFF = ratelimit.BackOff(free=5, base_s=1, cap_s=900, memory_s=24 * 3600)
+#: Wrong passwords at sign-in from one client, whatever the account (guessing across accounts):
+#: 30 free, then the same doubling; forgotten an hour after the last one (a busy shared address
+#: with a few typos stays free).
+LOGIN_CLIENT_BACKOFF = ratelimit.BackOff(free=30, base_s=1, cap_s=900, memory_s=3600)
+#: Wrong current passwords on /account, per user (only a holder of the user's login can try).
+PASSWORD_CHECK_BACKOFF = ratelimit.BackOff(free=5, base_s=1, cap_s=900, memory_s=24 * 3600)
 
 
 def settings() -> Mapping[str, Any]:
@@ -82,14 +105,26 @@ def current_user() -> accounts.User | None:
 
 
 def client_address() -> str:
-    return request.remote_addr or "unknown"
+    """The client as rate limits count it: its IP address; for IPv6 its /64 network."""
+    address = request.remote_addr or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def redis_conn():
+    return current_app.extensions["regio.redis"]
 
 
 def limit(name: str, key: str, rule: tuple[int, int]) -> None:
     """Count one attempt; answer 429 with Retry-After when the limit is reached."""
-    allowed, retry_after = ratelimit.hit(
-        current_app.extensions["regio.redis"], f"regio:rate:{name}:{key}", *rule
-    )
+    allowed, retry_after = ratelimit.hit(redis_conn(), f"regio:rate:{name}:{key}", *rule)
     if not allowed:
         response = jsonify(
             error="Too Many Requests",
@@ -99,6 +134,53 @@ def limit(name: str, key: str, rule: tuple[int, int]) -> None:
         response.status_code = 429
         response.headers["Retry-After"] = str(retry_after)
         abort(response)
+
+
+def _account_key(email: str) -> str:
+    """The account part of a throttling key: a digest of the address as typed (trimmed, lower
+    case; malformed or unknown addresses too, so the answer does not tell which exist), which also
+    keeps addresses out of Redis."""
+    typed = email.strip().lower() if isinstance(email, str) else ""
+    return hashlib.sha256(typed.encode()).hexdigest()[:32]
+
+
+def _login_backoffs(email: str) -> list[tuple[ratelimit.BackOff, str]]:
+    client = client_address()
+    return [
+        (LOGIN_CLIENT_BACKOFF, f"login:client:{client}"),
+        (LOGIN_PAIR_BACKOFF, f"login:pair:{client}:{_account_key(email)}"),
+    ]
+
+
+def login_wait(email: str) -> int:
+    """Seconds this client must wait before trying a password for ``email`` (0: now)."""
+    return max(rule.wait(redis_conn(), key) for rule, key in _login_backoffs(email))
+
+
+def login_failed(email: str) -> int:
+    """Count a wrong password from this client for ``email``; seconds it must now wait."""
+    return max(rule.failure(redis_conn(), key) for rule, key in _login_backoffs(email))
+
+
+def login_succeeded(email: str) -> None:
+    """Forget this client's wrong passwords for ``email`` (not those for other accounts)."""
+    rule, key = _login_backoffs(email)[1]
+    rule.reset(redis_conn(), key)
+
+
+def password_check_wait(user: accounts.User) -> int:
+    """Seconds the user must wait before the current-password check may be tried again."""
+    return PASSWORD_CHECK_BACKOFF.wait(redis_conn(), f"password-check:{user.id}")
+
+
+def check_current_password(user: accounts.User, password: str) -> bool:
+    """The (throttled: see ``password_check_wait``) check of the user's current password."""
+    key = f"password-check:{user.id}"
+    if accounts.check_user_password(accounts_db(), user.id, password):
+        PASSWORD_CHECK_BACKOFF.reset(redis_conn(), key)
+        return True
+    PASSWORD_CHECK_BACKOFF.failure(redis_conn(), key)
+    return False
 
 
 def _token_from_header() -> str | None:
@@ -259,6 +341,7 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_SECURE=https,
         SESSION_COOKIE_NAME="regio_session",
     )
+    redaction.install(app.logger)
     app.before_request(before_request)
     app.after_request(after_request)
 

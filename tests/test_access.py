@@ -1,13 +1,15 @@
 """Accounts mode: who may do what. The access matrix over the API and pages, tokens, CSRF,
-login rate limit, password rules, and single-user mode staying open."""
+sign-in throttling (per client, never a lock-out of the account), the throttled current-password
+check, password rules, and single-user mode staying open."""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
-from app import accounts, create_app, runs
+from app import accounts, auth, create_app, ratelimit, runs
 from app.catalog import load_script
 from tests.conftest import ROOT, app_settings
 
@@ -199,22 +201,108 @@ def test_form_posts_without_csrf_are_refused(world):
     assert response.status_code == 403
 
 
-def test_login_rate_limit_holds(world):
+def _client_at(world, address: str):
+    """A fresh browser at ``address`` with the login page's CSRF token; ``login(email, pw)``."""
     client = world["client"].application.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
     token = _csrf(client, "/login")
-    codes = [
-        client.post(
-            "/login", data={"email": "owner@example.org", "password": "wrong", "csrf_token": token}
-        ).status_code
-        for _ in range(12)
-    ]
-    assert codes[:10] == [401] * 10
-    assert codes[10:] == [429, 429]
-    # the right password is refused too while the limit holds
-    response = client.post(
-        "/login", data={"email": "owner@example.org", "password": PASSWORD, "csrf_token": token}
-    )
-    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+
+    def login(email: str, password: str):
+        return client.post(
+            "/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    return client, login
+
+
+def test_wrong_passwords_from_one_client_never_lock_the_user_out_elsewhere(world):
+    free = auth.LOGIN_PAIR_BACKOFF.free
+    _attacker, guess = _client_at(world, "203.0.113.7")
+    codes = [guess("owner@example.org", f"guess {i}").status_code for i in range(free + 3)]
+    # the free failures, one more that starts the back-off, then refused without a check
+    assert codes == [401] * (free + 1) + [429, 429]
+    response = guess("owner@example.org", PASSWORD)  # the attacker's client waits, even if right
+    assert response.status_code == 429 and 1 <= int(response.headers["Retry-After"]) <= 2
+    assert "try again in" in response.get_data(as_text=True)
+    # the owner, from another address, signs in at once, and a typo does not hurt either
+    owner, login = _client_at(world, "198.51.100.20")
+    assert login("owner@example.org", "a typo").status_code == 401
+    assert login("owner@example.org", PASSWORD).status_code == 302
+    assert owner.get(f"/api/sessions/{world['sid']}").status_code == 200
+    # the back-off is per (client, account): the attacker's client may still sign in elsewhere
+    assert guess("writer@example.org", PASSWORD).status_code == 302
+
+
+def test_a_client_guessing_across_accounts_backs_off_alone(world, monkeypatch):
+    monkeypatch.setattr(auth, "LOGIN_CLIENT_BACKOFF", ratelimit.BackOff(2, 1, 900, 3600))
+    _attacker, guess = _client_at(world, "2001:db8:1:2::7")
+    codes = [guess(f"{who}@example.org", "guess").status_code for who in WHO[:4]]
+    assert codes == [401, 401, 401, 429]  # blocked for every account, one failure each
+    # the same /64 is the same client (one host owns it), another /64 is not
+    _same, same = _client_at(world, "2001:db8:1:2:ffff::1")
+    assert same("owner@example.org", PASSWORD).status_code == 429
+    _other, other = _client_at(world, "2001:db8:1:3::7")
+    assert other("owner@example.org", PASSWORD).status_code == 302
+
+
+def test_a_successful_sign_in_forgets_the_failures_of_its_client_and_account(world):
+    free = auth.LOGIN_PAIR_BACKOFF.free
+    _client, login = _client_at(world, "192.0.2.1")
+    for _ in range(free):
+        assert login("owner@example.org", "typo").status_code == 401
+    assert login("owner@example.org", PASSWORD).status_code == 302
+    _client, login = _client_at(world, "192.0.2.1")
+    for _ in range(free):  # free again: no back-off yet
+        assert login("owner@example.org", "typo").status_code == 401
+
+
+def test_login_attempts_per_client_are_capped(world, monkeypatch):
+    monkeypatch.setattr(auth, "LOGIN_ATTEMPTS", (3, 300))
+    logins = [_client_at(world, "192.0.2.9")[1] for _ in range(4)]  # one browser each
+    codes = [login("owner@example.org", PASSWORD).status_code for login in logins]
+    assert codes == [302, 302, 302, 429]  # hashing costs CPU: successes count too
+    _client, login = _client_at(world, "192.0.2.10")
+    assert login("owner@example.org", PASSWORD).status_code == 302
+
+
+def _logged_in(world, email: str = "owner@example.org", address: str = "192.0.2.50"):
+    client, login = _client_at(world, address)
+    assert login(email, PASSWORD).status_code == 302
+    return client, _csrf(client, "/account")
+
+
+def test_the_current_password_check_is_throttled(world, app):
+    db = accounts.db_path(app.extensions["regio.settings"]["SESSIONS"])
+    client, token = _logged_in(world)
+    new = "a brand new long password"
+
+    def change(current: str):
+        data = {"action": "password", "current": current, "password": new, "csrf_token": token}
+        return client.post("/account", data=data)
+
+    free = auth.PASSWORD_CHECK_BACKOFF.free
+    for _ in range(free + 1):
+        response = change("not my password")
+        assert response.status_code == 200
+        assert "the current password is wrong" in response.get_data(as_text=True)
+    response = change(PASSWORD)  # blocked: not even checked
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+    assert "too many wrong current passwords" in response.get_data(as_text=True)
+    assert accounts.authenticate(db, "owner@example.org", PASSWORD) is not None
+    assert accounts.authenticate(db, "owner@example.org", new) is None
+    # another user is not affected; a right password resets the count
+    other, other_token = _logged_in(world, "writer@example.org", "192.0.2.51")
+    data = {"action": "password", "current": PASSWORD, "password": new, "csrf_token": other_token}
+    response = other.post("/account", data=data)
+    assert response.status_code == 200 and "Password changed." in response.get_data(as_text=True)
+    assert accounts.authenticate(db, "writer@example.org", new) is not None
+    # once the block has passed, the right current password works
+    auth_key = f"password-check:{accounts.get_user_by_email(db, 'owner@example.org').id}"
+    conn = app.extensions["regio.redis"]
+    conn.delete(ratelimit.KEY_PREFIX + f"backoff:{auth_key}:blocked")
+    response = change(PASSWORD)
+    assert response.status_code == 200 and "Password changed." in response.get_data(as_text=True)
+    assert auth.PASSWORD_CHECK_BACKOFF.failures(conn, auth_key) == 0
 
 
 @pytest.mark.parametrize(
@@ -324,3 +412,176 @@ def test_staff_cancel_any_run_from_the_admin_page(world, app):
     assert response.status_code == 302
     run = client.get(f"/api/runs/{rid}", headers=world["headers"]["owner"]).get_json()
     assert run["phase"] == "ABORTED"
+
+
+# ------------------------------------------------------------------------- secrets and logs
+
+SHARE = "Qk3xY7mN0pR2sT4uV6wX8yZ1aB5cD9eF"  # the shape of a share or reset secret
+TOKEN = "regio_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0U1v"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"GET /share/{SHARE} HTTP/1.1", "GET /share/[redacted] HTTP/1.1"),
+        (
+            f"GET /password-reset/{SHARE}?x=1 HTTP/1.1",
+            "GET /password-reset/[redacted]?x=1 HTTP/1.1",
+        ),
+        (f"http://h:5000/password-reset/{SHARE}", "http://h:5000/password-reset/[redacted]"),
+        (f"/%73hare/{SHARE}", "/share/[redacted]"),  # the server decodes it and opens the link
+        (f"GET /%73hare/{SHARE} HTTP/1.1", "GET /share/[redacted] HTTP/1.1"),
+        (f"/share/{SHARE[:8]}%41{SHARE[8:]}", "/share/[redacted]"),
+        (f"/login?next=%2Fshare%2F{SHARE}", "/login?next=/share/[redacted]"),
+        (f"/api/sessions?token={TOKEN}&x=1", "/api/sessions?token=[redacted]&x=1"),
+        (f"/x?a=1&secret={SHARE}", "/x?a=1&secret=[redacted]"),
+        (f"share={SHARE}&a=1", "share=[redacted]&a=1"),  # a query string alone (gunicorn's %(q)s)
+        (f"Authorization: Token {TOKEN}", "Authorization: Token regio_[redacted]"),
+        ("rediss://:hunter2-pw@redis.example:6379/0", "rediss://:[redacted]@redis.example:6379/0"),
+        ("smtp://user:pw@mail.example", "smtp://user:[redacted]@mail.example"),
+        # what is not a secret stays as it is
+        ("DELETE /api/sessions/SID/share-links/abc123 HTTP/1.1", None),
+        ("GET /password-reset HTTP/1.1", None),
+        ("GET /sessions/ExjmwTZOYgXC?offset=3 HTTP/1.1", None),
+        ("redis://redis.example:6379/0", None),
+        ("100%25 done, a%zz b", None),
+    ],
+)
+def test_redact_finds_the_secrets_and_only_them(text, expected):
+    from app.redaction import redact
+
+    assert redact(text) == (text if expected is None else expected)
+    assert redact(redact(text)) == redact(text)  # the log filter may see it again
+
+
+def test_the_app_logger_redacts_secrets(app, caplog):
+    caplog.set_level("INFO")
+    app.logger.error("Exception on %s [%s]", f"/password-reset/{SHARE}", "POST")
+    try:
+        raise RuntimeError(f"while opening /share/{SHARE} with {TOKEN}")
+    except RuntimeError:
+        app.logger.exception("failed")
+    text = caplog.text
+    assert SHARE not in text and TOKEN not in text
+    assert "Exception on /password-reset/[redacted] [POST]" in text
+    assert "while opening /share/[redacted] with regio_[redacted]" in text
+
+
+def test_pages_with_a_secret_in_their_url_send_no_referrer(world, app):
+    client = world["client"].application.test_client()
+    response = client.get(urlsplit(world["link"]["url"]).path)  # /share/<secret>
+    assert response.status_code == 302
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert world["link"]["secret"] not in response.headers["Location"]
+    assert client.get(response.headers["Location"]).status_code == 200  # the cookie opens it
+    db = accounts.db_path(app.extensions["regio.settings"]["SESSIONS"])
+    secret = accounts.start_reset(db, "reader@example.org")
+    response = client.get(f"/password-reset/{secret}")
+    assert response.status_code == 200
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def _fetch(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> int:
+    """The status of one request (redirects not followed)."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_no_secret_reaches_gunicorns_logs(tmp_path, sample_index, redis_url):
+    """A real gunicorn with the redacting logger class: share-link, reset and token secrets in
+    paths, queries, referrers and headers never reach its access or error log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from app.redis_server import free_port
+    from tests.conftest import ROOT
+
+    sessions = tmp_path / "sessions"
+    db = accounts.db_path(sessions)
+    user = accounts.create_user(db, "ana@example.org", "Ana", PASSWORD)
+    token = accounts.create_token(db, user.id, "logs")
+    share = accounts.create_share_link(db, "session-0001", user.id)
+    encoded_share = accounts.create_share_link(db, "session-0001", user.id)
+    reset = accounts.start_reset(db, "ana@example.org")
+    secrets = {"token": token, "share": share, "encoded share": encoded_share, "reset": reset}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
+    env.update(
+        REGIO_AUTH="accounts", REGIO_INDEX=str(sample_index), REGIO_SESSIONS=str(sessions),
+        REGIO_INSTANCE=str(tmp_path / "instance"), REGIO_REDIS_URL=redis_url,
+        REGIO_BASE_URL=base, REGIO_SCRIPTS=str(SCRIPTS),
+    )  # fmt: skip
+    # gunicorn's default access format, plus every atom a site might add that can hold a secret
+    log_format = (
+        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(U)s %(q)s '
+        '"%({authorization}i)s" "%({cookie}i)s" "%({x-regio-share}i)s" "%({raw_uri}e)s"'
+    )
+    command = [
+        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+        "--worker-class", "gthread", "--workers", "1", "--threads", "4", "--no-control-socket",
+        "--logger-class", "app.redaction.GunicornLogger", "--log-level", "debug",
+        "--access-logfile", str(access), "--error-logfile", str(errors),
+        "--access-logformat", log_format, "wsgi:app",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _fetch_or_none(f"{base}/api/health") is None:
+            assert proc.poll() is None, f"gunicorn exited:\n{errors.read_text()}"
+            assert time.monotonic() < deadline, f"gunicorn did not answer:\n{errors.read_text()}"
+            time.sleep(0.2)
+        assert _fetch(f"{base}/share/{share}", {"Referer": f"{base}/?token={token}"}) == 302
+        assert _fetch(f"{base}/%73hare/{encoded_share}") == 302
+        assert _fetch(f"{base}/password-reset/{reset}") == 200
+        assert (
+            _fetch(f"{base}/static/regio.css", {"Referer": f"{base}/password-reset/{reset}"}) == 200
+        )
+        assert _fetch(f"{base}/password-reset/{reset}", data=b"password=x") == 403  # no CSRF
+        headers = {"Authorization": f"Token {token}", "X-Regio-Share": share,
+                   "Cookie": f"regio_session={share}"}  # fmt: skip
+        assert _fetch(f"{base}/api/sessions", headers) == 200
+        assert _fetch(f"{base}/api/sessions?token={token}") == 401
+        assert _fetch(f"{base}/login?next=%2Fshare%2F{share}") == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    logged = access.read_text() + errors.read_text()
+    assert len(access.read_text().splitlines()) >= 9, logged  # every request was logged
+    lines = access.read_text().splitlines()
+    assert sum('"GET /share/[redacted] HTTP/1.1" 302' in line for line in lines) == 2, logged
+    assert sum('"GET /password-reset/[redacted] HTTP/1.1" 200' in line for line in lines) == 1
+    assert '"http://127.0.0.1:' in logged and '/password-reset/[redacted]" "' in logged
+    assert " token=[redacted] " in logged  # %(q)s
+    for what, secret in secrets.items():
+        assert secret not in logged, f"the {what} secret is in gunicorn's logs:\n{logged}"
+
+
+def _fetch_or_none(url: str) -> int | None:
+    try:
+        return _fetch(url)
+    except OSError:
+        return None

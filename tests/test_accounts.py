@@ -167,6 +167,17 @@ def test_authenticate_right_wrong_unknown_and_inactive(db, marie):
     assert accounts.authenticate(db, EMAIL, PASSWORD) is not None
 
 
+def test_check_user_password_re_authenticates_without_signing_in(db, marie):
+    assert accounts.check_user_password(db, marie.id, PASSWORD)
+    assert accounts.get_user(db, marie.id).last_login is None  # not a sign-in
+    assert not accounts.check_user_password(db, marie.id, "correct horse batterY")
+    assert not accounts.check_user_password(db, marie.id, "x" * 100_000)
+    assert not accounts.check_user_password(db, marie.id, None)  # type: ignore[arg-type]
+    assert not accounts.check_user_password(db, "no-such-user", PASSWORD)
+    accounts.set_active(db, marie.id, False)
+    assert not accounts.check_user_password(db, marie.id, PASSWORD)
+
+
 def test_an_unknown_address_costs_a_hash_too(db, marie, monkeypatch):
     """No user enumeration by timing: a password is verified whether or not the user exists."""
     verified: list[str] = []

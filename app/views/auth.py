@@ -2,6 +2,9 @@
 e-mailed link, profile, notification preferences, API tokens; and the share-link entry point.
 
 The work is done by ``app.accounts`` and ``app.notify``; these views parse forms and render.
+Throttling (``app.auth``) is keyed by the client: wrong passwords from one client never stop the
+right one from another. Pages whose URL holds a secret (a share link, a reset link) are sent with
+``Referrer-Policy: no-referrer`` so the secret is not repeated in the Referer of what they load.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from flask import (
     url_for,
 )
 
-from app import accounts, notify
+from app import accounts, auth, notify
 from app.auth import (
-    LOGIN_ATTEMPTS,
     accounts_db,
     accounts_enabled,
     client_address,
@@ -41,6 +43,22 @@ def _log_in(user: accounts.User) -> None:
     session.permanent = True
 
 
+def _too_many(response, wait: int):
+    """A rendered page as a 429 answer telling to come back in ``wait`` seconds."""
+    response = current_app.make_response(response)
+    response.status_code = 429
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
+def _no_referrer(response):
+    """A page whose URL holds a secret: not repeated in the Referer of what the page loads."""
+    response = current_app.make_response(response)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _need_accounts() -> None:
     if not accounts_enabled():
         abort(404, description="accounts are off (REGIO_AUTH=none): nothing to sign in to")
@@ -51,12 +69,19 @@ def login():
     _need_accounts()
     if request.method == "POST":
         email = request.form.get("email", "")[:300]
-        limit("login-ip", client_address(), LOGIN_ATTEMPTS)
-        limit("login-email", accounts.normalize_email(email) or "-", LOGIN_ATTEMPTS)
+        limit("login-ip", client_address(), auth.LOGIN_ATTEMPTS)
+        # back off per client (and per client and account), never per account alone: a guesser
+        # elsewhere cannot lock the user out; a blocked attempt is not checked, nor counted
+        wait = auth.login_wait(email)
+        if wait:
+            flash(f"Too many wrong passwords from your address: try again in {wait} s.", "error")
+            return _too_many(render_template("auth/login.html", email=email), wait)
         user = accounts.authenticate(accounts_db(), email, request.form.get("password", ""))
         if user is not None:
+            auth.login_succeeded(email)
             _log_in(user)
             return redirect(safe_next(request.args.get("next")))
+        auth.login_failed(email)
         flash("Wrong e-mail address or password.", "error")
         return render_template("auth/login.html", email=email), 401
     return render_template("auth/login.html", email="")
@@ -74,7 +99,7 @@ def signup():
     if not settings()["SIGNUP"]:
         abort(404, description="sign-up is closed: ask a staff member for an account")
     if request.method == "POST":
-        limit("signup-ip", client_address(), LOGIN_ATTEMPTS)
+        limit("signup-ip", client_address(), auth.SIGNUP_ATTEMPTS)
         form = request.form
         if form.get("password") != form.get("password2"):
             flash("The two passwords differ.", "error")
@@ -122,16 +147,17 @@ def reset_finish(secret: str):
         limit("reset-ip", client_address(), RESET_REQUESTS)
         if request.form.get("password") != request.form.get("password2"):
             flash("The two passwords differ.", "error")
-            return render_template("auth/reset_finish.html", secret=secret), 400
+            page = render_template("auth/reset_finish.html", secret=secret)
+            return _no_referrer((page, 400))
         try:
             user = accounts.finish_reset(accounts_db(), secret, request.form.get("password", ""))
         except accounts.AccountError as exc:
             flash(str(exc), "error")
-            return render_template("auth/reset_finish.html", secret=secret), 400
+            return _no_referrer((render_template("auth/reset_finish.html", secret=secret), 400))
         _log_in(user)
         flash("Your password is changed.", "info")
-        return redirect(url_for("pages.home"))
-    return render_template("auth/reset_finish.html", secret=secret)
+        return _no_referrer(redirect(url_for("pages.home")))
+    return _no_referrer(render_template("auth/reset_finish.html", secret=secret))
 
 
 @bp.route("/account", methods=["GET", "POST"])
@@ -140,6 +166,7 @@ def account():
     user = current_user()
     db = accounts_db()
     new_token = None
+    wait = 0
     if request.method == "POST":
         action = request.form.get("action")
         try:
@@ -153,7 +180,12 @@ def account():
                 )
                 flash("Saved.", "info")
             elif action == "password":
-                if not accounts.authenticate(db, user.email, request.form.get("current", "")):
+                wait = auth.password_check_wait(user)
+                if wait:
+                    raise accounts.AccountError(
+                        f"too many wrong current passwords: try again in {wait} s"
+                    )
+                if not auth.check_current_password(user, request.form.get("current", "")):
                     raise accounts.AccountError("the current password is wrong")
                 accounts.set_password(db, user.id, request.form.get("password", ""))
                 flash("Password changed.", "info")
@@ -167,22 +199,24 @@ def account():
                 abort(400, description="unknown action")
         except accounts.AccountError as exc:
             flash(str(exc), "error")
-    return render_template(
+    page = render_template(
         "auth/account.html",
         user=user,
         tokens=accounts.list_tokens(db, user.id),
         new_token=new_token,
     )
+    return _too_many(page, wait) if wait else page
 
 
 @bp.get("/share/<secret>")
 def open_share(secret: str):
-    """A read-only link: remember it in the cookie and open its session."""
+    """A read-only link: exchange it for the cookie and open its session at a URL without the
+    secret (so the secret is not repeated in later request lines or referrers)."""
     if not accounts_enabled():
         abort(404)
     session_id = accounts.resolve_share_link(accounts_db(), secret)
     if session_id is None:
         abort(404, description="this share link is not valid (revoked or mistyped)")
     session["share"] = secret
-    current_app.logger.info("share link opened for a session")  # never log the secret
-    return redirect(url_for("pages.session_page", session_id=session_id))
+    current_app.logger.info("share link opened for session %s", session_id)  # never the secret
+    return _no_referrer(redirect(url_for("pages.session_page", session_id=session_id)))
