@@ -22,6 +22,8 @@ then the first path.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +40,8 @@ from indexer import store
 from indexer.footprint import INDEX_DEPTH, FootprintError, looks_like_fits, read_footprint
 
 DB_NAME = "index.db"
+#: Lock file of the builders of an index folder (``exclusive_lock``).
+BUILD_LOCK = ".build.lock"
 MANIFEST = "manifest.json"
 MOC_FOLDER = "mocs"
 #: Progress is reported every this many files.
@@ -59,16 +63,35 @@ class BuildReport:
     removed: int = 0
     unchanged: int = 0
     skipped: int = 0
+    #: files left for a later build because they changed less than ``min_age`` seconds ago
+    pending: int = 0
     exposures: int = 0
     seconds: float = 0.0
     problems: list[tuple[str, str]] = field(default_factory=list)
+    #: exposure ids (``store.exposure_id``) that appeared, changed (new file) or left the index
+    new_exposures: list[str] = field(default_factory=list)
+    changed_exposures: list[str] = field(default_factory=list)
+    removed_exposures: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"added={self.added} updated={self.updated} removed={self.removed} "
             f"skipped={self.skipped} unchanged={self.unchanged} exposures={self.exposures} "
-            f"seconds={self.seconds:.1f}"
+            + (f"pending={self.pending} " if self.pending else "")
+            + f"seconds={self.seconds:.1f}"
         )
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) for the block: builders
+    of the same index (or HiPS) wait for each other instead of interleaving their writes."""
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def sha256(path: Path) -> str:
@@ -127,15 +150,27 @@ def build_index(
     progress: Progress | None = None,
     *,
     depth: int = INDEX_DEPTH,
+    min_age: float = 0.0,
 ) -> BuildReport:
-    """Bring the index in ``index_dir`` up to date with the EPIC files under ``archive_dirs``.
+    """Bring the index in ``index_dir`` up to date with the files under ``archive_dirs``.
 
     ``progress(message)`` gets a line such as ``"150/2000 files"`` every ``PROGRESS_EVERY`` files
-    and at the end of the scan.
+    and at the end of the scan. Files modified less than ``min_age`` seconds ago are left for a
+    later build (``report.pending``): a file still being written is not read half-written.
+    Builds of the same index folder wait for each other (a lock file, ``BUILD_LOCK``).
     Raises :class:`BuildError` for unusable folders; bad files are only reported (``problems``).
     """
     started = time.perf_counter()
     roots, index_dir = _check_dirs([Path(p) for p in archive_dirs], Path(index_dir))
+    with exclusive_lock(index_dir / BUILD_LOCK):
+        report = _build(roots, index_dir, progress, depth, min_age)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _build(
+    roots: list[Path], index_dir: Path, progress: Progress | None, depth: int, min_age: float
+) -> BuildReport:
     db = store.connect(index_dir / DB_NAME)
     if store.get_setting(db, "depth", str(depth)) != str(depth):
         raise BuildError(f"index {index_dir} was built at another MOC depth: use a new folder")
@@ -144,9 +179,15 @@ def build_index(
     report = BuildReport()
     paths = list(scan(roots, exclude=index_dir))
     seen = set()
+    now = time.time()
     for done, path in enumerate(paths, start=1):
         key = str(path)
         seen.add(key)
+        if min_age > 0 and _younger_than(path, min_age, now):
+            # being written, perhaps: keep what the index knows of it (if anything) and let a
+            # later build read it once it has settled
+            report.pending += 1
+            continue
         _update_file(db, path, known.get(key), depth, report)
         if progress and (done % PROGRESS_EVERY == 0 or done == len(paths)):
             progress(f"{done}/{len(paths)} files")
@@ -157,9 +198,15 @@ def build_index(
     ]
     report.removed = sum(known[path]["status"] == "indexed" for path in gone)
     store.delete_files(db, gone)
-    report.exposures = _publish(db, index_dir, depth)
-    report.seconds = time.perf_counter() - started
+    report.exposures = _publish(db, index_dir, depth, report)
     return report
+
+
+def _younger_than(path: Path, seconds: float, now: float) -> bool:
+    try:
+        return now - path.stat().st_mtime < seconds
+    except OSError:
+        return False
 
 
 def _under(path: str, roots: list[Path]) -> bool:
@@ -223,13 +270,25 @@ def moc_file_name(row: dict[str, Any]) -> str:
     return f"{row['mission']}_{row['obsid']}_{row['camera']}.fits"
 
 
-def _publish(db: Any, index_dir: Path, depth: int) -> int:
-    """Derive the exposures from the files; write MOC FITS files and the MOC set; return count."""
+def _publish(db: Any, index_dir: Path, depth: int, report: BuildReport | None = None) -> int:
+    """Derive the exposures from the files; write MOC FITS files and the MOC set; return count.
+
+    ``report`` gets the exposure ids that appeared, changed file or content, and left."""
     chosen = choose_exposures(store.indexed_files(db))
     for row in chosen:
         row["moc_file"] = f"{MOC_FOLDER}/{moc_file_name(row)}"
     before = {(r["mission"], r["obsid"], r["camera"]): r for r in store.exposures(db)}
     stored = store.replace_exposures(db, chosen)
+    if report is not None:
+        after = {(r["mission"], r["obsid"], r["camera"]): r for r in stored}
+        report.new_exposures = [store.exposure_id(after[k]) for k in after if k not in before]
+        report.removed_exposures = [store.exposure_id(before[k]) for k in before if k not in after]
+        report.changed_exposures = [
+            store.exposure_id(row)
+            for key, row in after.items()
+            if key in before
+            and (before[key]["path"], before[key]["checksum"]) != (row["path"], row["checksum"])
+        ]
     ranges = store.file_ranges(db, [row["path"] for row in stored])
     moc_dir = index_dir / MOC_FOLDER
     moc_dir.mkdir(exist_ok=True)

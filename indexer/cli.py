@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "indexer.index",
     "demo.synth",  # synth-catalog: a synthetic index for scale tests
     "indexer.hips",
+    "indexer.ingest",  # watch: keep the index current while files arrive
 ]
 
 

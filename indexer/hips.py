@@ -41,7 +41,6 @@ folder. A lock file keeps two builds of the same folder from running at once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -64,6 +63,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from indexer import instruments
+from indexer.build import exclusive_lock
 from indexer.instruments import column_wcs
 
 Progress = Callable[[str], None]
@@ -629,15 +629,8 @@ def read_stamp(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-@contextlib.contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
-    lock_path = out_dir.parent / f".{out_dir.name}.lock"
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    return exclusive_lock(out_dir.parent / f".{out_dir.name}.lock")
 
 
 def _ours(path: Path, out_dir: Path) -> bool:
