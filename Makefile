@@ -4,19 +4,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint format bench browser clean-instance
+.PHONY: run test lint format bench browser sherpa-deps clean-instance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-$(VENV)/.runtime-installed: requirements.txt pyproject.toml | $(BIN)/python
-	$(PIP) install -r requirements.txt
+# sherpa (requirements.txt) builds from source: its build tools come first (sherpa-deps), and
+# the venv's python3 must come first on the PATH for the build's helper scripts
+$(VENV)/.runtime-installed: requirements.txt pyproject.toml | $(BIN)/python sherpa-deps
+	PATH="$(abspath $(BIN)):$$PATH" $(PIP) install -r requirements.txt
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.dev-installed: requirements-dev.txt requirements.txt pyproject.toml | $(BIN)/python
-	$(PIP) install -r requirements-dev.txt
+$(VENV)/.dev-installed: requirements-dev.txt requirements.txt pyproject.toml | $(BIN)/python sherpa-deps
+	PATH="$(abspath $(BIN)):$$PATH" $(PIP) install -r requirements-dev.txt
 	$(PIP) install --no-deps -e .
 	touch $@ $(VENV)/.runtime-installed
 
@@ -29,6 +31,14 @@ browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else echo "Browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
+
+## sherpa-deps: Debian's byacc, flex, FFTW and pkg-config, which sherpa's build from PyPI needs
+SHERPA_DEPS := byacc flex libfftw3-dev pkg-config
+sherpa-deps:
+	@missing=$$(for p in $(SHERPA_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	else echo "sherpa builds from source and needs: sudo apt-get install" $$missing >&2; exit 1; fi
 
 ## test: install what the tests need and run them all
 test: $(VENV)/.dev-installed browser
