@@ -26,6 +26,12 @@ can write to Redis chose. Every queue and job handle here uses it, ``worker_comm
 to ``rq worker`` (``--serializer``) and ``RegioWorker`` uses it whatever it is given, so a worker
 started without the option still reads JSON. Other code that builds rq queues or workers on
 Regio's Redis (tests, scripts) takes ``SERIALIZER`` from here (or ``queue``).
+
+JSON alone does not make a job harmless: an rq job names the function to call, so whoever can
+write to Redis could still queue ``os.system``. ``RegioWorker`` runs its jobs as ``RegioJob``,
+which calls nothing but ``execute`` (``ALLOWED_FUNCTIONS``) and no callback: any other job fails
+("refused") without running. Redis still needs a password on a shared network (README, "More
+workers, more hosts").
 """
 
 from __future__ import annotations
@@ -63,11 +69,42 @@ _GONE = frozenset(s.value for s in (JobStatus.FAILED, JobStatus.STOPPED, JobStat
 #: How jobs, their results and metadata are stored in Redis: JSON (rq's default is pickle).
 SERIALIZER = JSONSerializer
 SERIALIZER_PATH = f"{JSONSerializer.__module__}.{JSONSerializer.__qualname__}"
+#: The functions a Regio worker calls; every other job it finds in its queue fails unrun.
+ALLOWED_FUNCTIONS = frozenset({"app.jobs.execute"})
+
+
+class JobRefused(RuntimeError):
+    """A job in Regio's queue that is not a Regio run (``ALLOWED_FUNCTIONS``)."""
+
+
+class RegioJob(Job):
+    """An rq job that calls only ``ALLOWED_FUNCTIONS`` (by name, no bound instance) and never
+    imports a callback named in Redis (Regio sets none)."""
+
+    @property
+    def func(self):
+        name = self.func_name
+        if name not in ALLOWED_FUNCTIONS or self.instance is not None:
+            raise JobRefused(f"job {self.id} calls {name!r}, which is not a Regio job: refused")
+        return super().func
+
+    @property
+    def success_callback(self):
+        return None
+
+    @property
+    def failure_callback(self):
+        return None
+
+    @property
+    def stopped_callback(self):
+        return None
 
 
 class RegioWorker(_RqWorker):
     """rq's forking worker, reading jobs as JSON (``SERIALIZER``) whatever serializer it is
-    given (``rq worker`` passes pickle unless told otherwise).
+    given (``rq worker`` passes pickle unless told otherwise), and running them as ``RegioJob``
+    (only ``execute``) whatever job class it is given.
 
     Naming it on the command line (``--worker-class``) makes the worker import this module (and
     Flask, sqlite-utils...) once, before it forks: every work horse starts with them loaded,
@@ -75,6 +112,7 @@ class RegioWorker(_RqWorker):
 
     def __init__(self, queues, *args, **kwargs) -> None:
         kwargs["serializer"] = SERIALIZER
+        kwargs["job_class"] = RegioJob
         if isinstance(queues, Queue | str):
             queues = [queues]
         # rq's command line builds its queues with its own serializer: rebuild them by name

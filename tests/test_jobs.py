@@ -554,3 +554,24 @@ def test_the_worker_never_unpickles_what_it_finds_in_redis(
     assert not marker.exists(), "the worker unpickled a job"
     status = Job.fetch(job.id, connection=engine.conn, serializer=jobs.SERIALIZER).get_status()
     assert status == JobStatus.FAILED
+
+
+def test_the_worker_runs_nothing_but_regio_runs(engine, start_worker, tmp_path):
+    marker = tmp_path / "opened"
+    planted = jobs.queue(engine.conn).enqueue("builtins.open", str(marker), "w")  # valid JSON
+    run = engine.launch("stages", steps=1)
+    start_worker("w-allow")
+    assert engine.wait_phase(run, {COMPLETED, ERROR}).phase == COMPLETED
+    assert not marker.exists(), "the worker called a function named in Redis"
+    job = Job.fetch(planted.id, connection=engine.conn, serializer=jobs.SERIALIZER)
+    assert job.get_status() == JobStatus.FAILED
+    assert "not a Regio job: refused" in job.latest_result().exc_string
+
+
+def test_a_regio_job_imports_no_callback_named_in_redis(engine):
+    run = engine.launch("stages")
+    job = jobs.RegioJob.fetch(run.job_id, connection=engine.conn, serializer=jobs.SERIALIZER)
+    job._success_callback_name = job._failure_callback_name = "os.system"
+    job._stopped_callback_name = "os.system"
+    assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None,) * 3
+    assert job.func is jobs.execute
