@@ -575,3 +575,67 @@ def test_a_regio_job_imports_no_callback_named_in_redis(engine):
     job._stopped_callback_name = "os.system"
     assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None,) * 3
     assert job.func is jobs.execute
+
+
+def test_the_readme_worker_runs_runs_from_a_redis_with_a_password(tmp_path):
+    """The README's multi-host recipe: a Redis that needs a password, a worker started with
+    the README's command and the URL in RQ_REDIS_URL (not on its command line)."""
+    import secrets
+    import sys
+
+    from app.redis_server import free_port, redis_server_binary
+
+    flags = "--worker-class app.jobs.RegioWorker --serializer rq.serializers.JSONSerializer"
+    assert flags in (ROOT / "README.md").read_text()
+    password, port = secrets.token_urlsafe(16), free_port()
+    server = subprocess.Popen(
+        [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--requirepass",
+         password, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    worker = None
+    log_path = tmp_path / "worker.log"
+    conn = redis.Redis.from_url(url)
+    engine = Engine(runs.db_path(tmp_path / "sessions"), conn)
+    try:
+        wait_for(lambda: _pings(conn), "the Redis with a password to answer")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).ping()
+        run = engine.launch("stages", steps=1)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REGIO_", "RQ_"))}
+        env.update(PYTHONPATH=str(ROOT), RQ_REDIS_URL=url, REGIO_REDIS_URL=url)
+        command = [sys.executable, "-m", "rq.cli", "worker", *flags.split(),
+                   "--worker-ttl", "30", "--job-monitoring-interval", "5", "--name", "w-readme",
+                   "regio"]  # fmt: skip
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        done = engine.wait_phase(run, {COMPLETED, ERROR})
+        assert done.phase == COMPLETED, (done.error, log_path.read_text())
+        assert done.worker == "w-readme"
+        assert jobs.worker_names(conn) == ["w-readme"]
+        assert password not in Path(f"/proc/{worker.pid}/cmdline").read_text()
+        assert reconciler.reconcile(engine.db, conn, queued_grace=0) == []
+    finally:
+        for run_id in engine.launched:
+            runner.kill_run_processes(run_id)
+        for proc in (worker, server):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        conn.close()
+    assert password not in log_path.read_text()
+
+
+def _pings(conn: redis.Redis) -> bool:
+    try:
+        return bool(conn.ping())
+    except redis.exceptions.ConnectionError:
+        return False
