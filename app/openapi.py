@@ -270,7 +270,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/runs/{run_id}/bundle.zip": {
         "get": {"summary": "Zip of products, log, input, provenance and the session's regions",
                 "responses": {"200": {"description": "zip", "content": {"application/zip": {}}},
-                              "404": {"description": "no such run"}}}
+                              "404": {"description": "no such run"},
+                              "409": {"description": "the run has not ended yet"}}}
     },
 }  # fmt: skip
 
@@ -373,6 +374,11 @@ SCHEMAS |= {
             "error": {"type": ["string", "null"]},
             "failing_stage": {"type": ["string", "null"]},
             "log_tail": {"type": ["string", "null"]},
+            "log_dropped": {
+                "type": ["integer", "null"],
+                "description": "bytes of the script's output beyond REGIO_LOG_MAX_BYTES, "
+                "not kept in the log (null: the script never started)",
+            },
             "links": {"type": "object"},
         },
     },

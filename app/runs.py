@@ -21,22 +21,35 @@ A run folder (the sessions module chooses where it is)::
     <run_dir>/log.txt           the script's stdout+stderr, plus the runner's own "[regio] ..." lines
     <run_dir>/output/           products, described by output/products.json
     <run_dir>/provenance.json   script, version, params, Regio version, input checksums, times, host
-    <run_dir>/bundle.zip        made on demand by ``bundle``
+    <run_dir>/bundle.zip        products, log, input, provenance and regions: made once, when the
+                                run ends (``finish``), and served as a file
+
+The script writes in its run folder (``app.sandbox``), so nothing in it is trusted: every file
+Regio reads, serves or zips from a run folder is opened without following symbolic links, at any
+level, and must be a regular file inside the folder (``open_run_file``); the log and the
+provenance are written the same way (``open_log``, ``append_log``, ``write_provenance``). A
+symbolic link a script leaves (``log.txt -> instance/secret_key``) is never followed: it reads as
+no file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import secrets
+import shutil
+import stat
 import string
+import time
 import zipfile
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 import sqlite_utils
 
@@ -71,9 +84,22 @@ PRODUCTS_MANIFEST = "products.json"
 LOG_TAIL_LINES = 20
 MAX_LOG_CHUNK = 1 << 20  # bytes returned by one read_log call
 MAX_PRODUCTS = 2000
+MAX_DEPTH = 32  # folder levels of output/ looked at for products
+
+log = logging.getLogger("regio.runs")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO a script left in place of a file must not block the reader
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+_APPEND_FLAGS = (
+    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+)
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-_JSON_COLUMNS = ("params", "stages")
+_JSON_COLUMNS = ("params", "stages", "trigger_detail")
+#: What started a run: a user (``manual``), a standing request (``standing:<id>``) or a schedule
+#: (``schedule:<id>``); ``app.automation`` starts the last two.
+TRIGGER_KINDS = ("manual", "standing", "schedule")
 
 
 class RunNotFound(KeyError):
@@ -113,6 +139,9 @@ class Run:
     host: str | None = None
     pid: int | None = None
     requeues: int = 0
+    log_dropped: int | None = None  # bytes of the script's output beyond REGIO_LOG_MAX_BYTES
+    trigger: str = "manual"  # manual | standing:<id> | schedule:<id> (TRIGGER_KINDS)
+    trigger_detail: dict[str, Any] | None = None  # what the trigger saw (new exposures, tick)
 
     @property
     def terminal(self) -> bool:
@@ -188,8 +217,23 @@ def _m1_create_runs(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["phase"])
 
 
+def _m2_log_dropped(db: sqlite_utils.Database) -> None:
+    db["runs"].add_column("log_dropped", int)  # type: ignore[union-attr]
+
+
+def _m3_trigger(db: sqlite_utils.Database) -> None:
+    runs_table = db["runs"]
+    runs_table.add_column("trigger", str, not_null_default="manual")  # type: ignore[union-attr]
+    runs_table.add_column("trigger_detail", str)  # type: ignore[union-attr]
+    runs_table.create_index(["created"])  # the runs dashboard: newest first across sessions
+
+
 # Append only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_m1_create_runs,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _m1_create_runs,
+    _m2_log_dropped,
+    _m3_trigger,
+)
 
 
 def connect(path: Path | str) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
@@ -216,12 +260,18 @@ def create(
     observations: list[Mapping[str, Any]] | None = None,
     run_id: str | None = None,
     regio_version: str | None = None,
+    trigger: str = "manual",
+    trigger_detail: Mapping[str, Any] | None = None,
 ) -> Run:
     """Make the run folder with its ``input.json`` and insert a QUEUED record.
 
     ``script`` is an ``app.catalog.Script`` and ``params`` its validated parameters
     (``catalog.validate_params``); ``regions`` and ``observations`` go to the input file as given.
+    ``trigger`` says what started the run (``TRIGGER_KINDS``: ``manual``, ``standing:<id>``,
+    ``schedule:<id>``) and ``trigger_detail`` what it saw (JSON).
     """
+    if trigger.partition(":")[0] not in TRIGGER_KINDS:
+        raise ValueError(f"unknown trigger {trigger!r}")
     run_id = run_id or new_run_id()
     if regio_version is None:
         from app import __version__ as regio_version
@@ -249,6 +299,8 @@ def create(
         created=plumbing.now(),
         time_limit=script.time_limit,
         job_id=f"regio-run-{run_id}",
+        trigger=trigger,
+        trigger_detail=dict(trigger_detail) if trigger_detail is not None else None,
     )
     with connect(db_path) as db:
         db["runs"].insert({k: _encode(v) for k, v in asdict(run).items()})  # type: ignore[union-attr]
@@ -332,22 +384,46 @@ def finish(
     phase: str,
     *,
     expect: Mapping[str, Any] | None = None,
+    bundle_files: Mapping[str, Path | str] | None = None,
     **changes: Any,
 ) -> Run:
     """Move a run to a final phase (``update``), with ``provenance.json`` written beforehand.
 
-    Readers that see a final phase thus always find the provenance. If the update loses a race
-    (PhaseError), the provenance is written again from the record that won, then the error raised.
+    Readers that see a final phase thus always find the provenance. With ``bundle_files`` (the
+    runner, once the script and its descendants are gone) the bundle is made too, before the
+    update, from the run folder plus those files (``bundle``'s ``extra_files``); without (a run
+    cancelled while queued, one settled by the reconciler), any ``bundle.zip`` in the folder is
+    removed, so a bundle is never one a script made: the web app makes it on first request.
+    A bundle that cannot be made is logged and left to the web app.
+
+    If the update loses a race (PhaseError), the provenance (and bundle) are written again from
+    the record that won, then the error raised.
     """
     if phase not in TERMINAL:
         raise ValueError(f"{phase} is not a final phase")
     current = get(db_path, run_id)
-    write_provenance(replace(current, phase=phase, **changes))
+    final = replace(current, phase=phase, **changes)
+    write_provenance(final)
+    _end_bundle(final.run_dir, bundle_files)
     try:
         return update(db_path, run_id, phase=phase, expect=expect, **changes)
     except PhaseError:
-        write_provenance(get(db_path, run_id))
+        winner = get(db_path, run_id)
+        write_provenance(winner)
+        _end_bundle(winner.run_dir, bundle_files)
         raise
+
+
+def _end_bundle(run_dir: Path | str, bundle_files: Mapping[str, Path | str] | None) -> None:
+    if bundle_files is None:
+        _make_room(Path(run_dir) / BUNDLE)
+        return
+    try:
+        bundle(run_dir, extra_files=bundle_files)
+    except (OSError, ValueError, zipfile.LargeZipFile) as exc:
+        log.warning("the bundle of %s could not be made: %s", run_dir, exc)
+        with contextlib.suppress(OSError):
+            _make_room(Path(run_dir) / BUNDLE)
 
 
 def queue_position(run: Run, redis_conn: Any, queue_name: str = "regio") -> int | None:
@@ -364,8 +440,85 @@ def queue_position(run: Run, redis_conn: Any, queue_name: str = "regio") -> int 
 # ---------------------------------------------------------------------------------- run folder
 
 
+def _parts(name: str) -> tuple[str, ...]:
+    """The components of a '/'-separated name relative to a run folder; ValueError for a name
+    that is empty, absolute, or steps out with '..'."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise ValueError(f"invalid file name {name!r}")
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"invalid file name {name!r}: it must stay inside the run folder")
+    return rel.parts
+
+
+def open_run_file(run_dir: Path | str, name: str) -> IO[bytes]:
+    """Open the file ``name`` (relative, '/'-separated) of a run folder for reading, following
+    no symbolic link on the way (each folder is opened with ``O_NOFOLLOW`` from the one above).
+
+    ValueError: the name leaves the folder, or a symbolic link stands on its path;
+    FileNotFoundError: no such file, or not a regular file (a folder, a FIFO, a device).
+    """
+    parts = _parts(name)
+    folder = os.open(run_dir, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, _DIR_FLAGS, dir_fd=folder)
+            except NotADirectoryError:
+                _refuse_link(folder, part, name)
+                raise FileNotFoundError(errno.ENOENT, "not a folder", name) from None
+            os.close(folder)
+            folder = inner
+        try:
+            fd = os.open(parts[-1], _READ_FLAGS, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(f"{name!r} is a symbolic link: it is not served") from None
+            raise
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", name)
+    return os.fdopen(fd, "rb")
+
+
+def _refuse_link(folder: int, part: str, name: str) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISLNK(os.lstat(part, dir_fd=folder).st_mode):
+            raise ValueError(f"{name!r} leads through a symbolic link: it is not served")
+
+
+def _open_outside(path: Path | str) -> IO[bytes]:
+    """Open a file outside run folders (a session's region file) without following a symbolic
+    link in its last component; FileNotFoundError unless it is a regular file."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileNotFoundError(errno.ENOENT, "a symbolic link", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def _make_room(path: Path) -> None:
+    """Remove ``path`` unless it is missing: the runner's files (provenance, bundle) replace
+    whatever a script left under their names (a folder, a link, a FIFO)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def read_input(run_dir: Path | str) -> dict[str, Any]:
-    with open(Path(run_dir) / INPUT, encoding="utf-8") as f:
+    with open_run_file(run_dir, INPUT) as f:
         return json.load(f)
 
 
@@ -376,13 +529,14 @@ def read_log(
 
     Never splits a UTF-8 character: an incomplete character at the end is left for the next call,
     and an offset inside a character skips to the next one. Bytes that are not UTF-8 (a script
-    printing Latin-1) come out as U+FFFD.
+    printing Latin-1) come out as U+FFFD. A log that is not a regular file (a symbolic link a
+    script left) reads as no log.
     """
     if offset < 0:
         raise ValueError("the log offset must be >= 0")
     try:
-        f = open(Path(run_dir) / LOG, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
+        f = open_run_file(run_dir, LOG)
+    except (OSError, ValueError):
         return "", 0
     with f:
         size = os.fstat(f.fileno()).st_size
@@ -416,13 +570,12 @@ def _utf8_length(lead: int) -> int:
 
 def log_tail(run_dir: Path | str, lines: int = LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
     """The last ``lines`` lines of the log (from its last ``max_bytes``)."""
-    path = Path(run_dir) / LOG
     try:
-        with open(path, "rb") as f:
+        with open_run_file(run_dir, LOG) as f:
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
+            data = f.read(max_bytes)
+    except (OSError, ValueError):
         return ""
     text = data.decode("utf-8", errors="replace")
     return "\n".join(deque(text.splitlines(), maxlen=lines))
@@ -433,39 +586,111 @@ def log_line(message: str) -> bytes:
     return f"[regio] {message}\n".encode()
 
 
+def _open_append(run_dir: Path | str) -> int:
+    folder = os.open(run_dir, _DIR_FLAGS)
+    try:
+        fd = os.open(LOG, _APPEND_FLAGS, 0o644, dir_fd=folder)
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", LOG)
+    return fd
+
+
+def open_log(run_dir: Path | str) -> IO[bytes]:
+    """The log opened for appending (unbuffered), created if missing, without following a
+    symbolic link; whatever else stands under its name (a link, a folder) is replaced."""
+    try:
+        fd = _open_append(run_dir)
+    except OSError as exc:  # ELOOP: a link; EISDIR: a folder; ENXIO: a FIFO; ENOENT: special
+        bad = (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOENT)
+        if exc.errno not in bad or not Path(run_dir).is_dir():
+            raise
+        log.warning("replacing a log that is not a regular file in %s: %s", run_dir, exc)
+        _make_room(Path(run_dir) / LOG)
+        fd = _open_append(run_dir)
+    return os.fdopen(fd, "ab", buffering=0)
+
+
 def append_log(run_dir: Path | str, message: str) -> None:
-    """Append a runner line (``log_line``) to the log."""
-    with open(Path(run_dir) / LOG, "ab") as f:
+    """Append a runner line (``log_line``) to the log (``open_log``)."""
+    with open_log(run_dir) as f:
         f.write(log_line(message))
 
 
 def product_path(run_dir: Path | str, name: str) -> Path:
-    """The file of product ``name`` (relative to ``output/``).
+    """The file of product ``name`` (relative to ``output/``), checked as ``open_product`` does.
 
     ValueError for anything that could leave the output folder: an absolute path, ``..``, a
-    symbolic link pointing outside; FileNotFoundError if there is no such file.
+    symbolic link anywhere on its path; FileNotFoundError if there is no such regular file.
+    Reading the path afterwards follows links again: serve a product with ``open_product``.
+    """
+    with open_product(run_dir, name):
+        pass
+    return Path(run_dir).resolve() / OUTPUT / PurePosixPath(name)
+
+
+def open_product(run_dir: Path | str, name: str) -> IO[bytes]:
+    """Open product ``name`` (relative to ``output/``) for reading (``open_run_file``).
+
+    ValueError ("invalid product name") for a name leaving the output folder or a symbolic link
+    on its path; FileNotFoundError if there is no such regular file.
     """
     if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
         raise ValueError(f"invalid product name {name!r}")
-    rel = Path(name)
+    rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts:
         raise ValueError(f"invalid product name {name!r}: it must stay inside the output folder")
-    root = (Path(run_dir) / OUTPUT).resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root):
-        raise ValueError(f"invalid product name {name!r}: it leads outside the output folder")
-    if not path.is_file():
-        raise FileNotFoundError(f"no product {name!r}")
-    return path
+    try:
+        return open_run_file(run_dir, f"{OUTPUT}/{rel.as_posix()}")
+    except ValueError as exc:
+        raise ValueError(f"invalid product name {name!r}: {exc}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no product {name!r}") from None
+    except NotADirectoryError:
+        raise FileNotFoundError(f"no product {name!r}") from None
+
+
+def _product_size(run_dir: Path | str, name: str) -> int | None:
+    try:
+        with open_product(run_dir, name) as f:
+            return os.fstat(f.fileno()).st_size
+    except (OSError, ValueError):
+        return None
+
+
+def _output_files(run_dir: Path | str) -> list[tuple[str, int]]:
+    """(name, size) of the regular files below ``output/``, sorted, never entering a symbolic
+    link; at most ``MAX_PRODUCTS`` + 1 files and ``MAX_DEPTH`` levels are looked at."""
+    found: list[tuple[tuple[str, ...], int]] = []
+    todo: list[tuple[Path, tuple[str, ...]]] = [(Path(run_dir) / OUTPUT, ())]
+    while todo and len(found) <= MAX_PRODUCTS:
+        folder, prefix = todo.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            parts = (*prefix, entry.name)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if len(parts) < MAX_DEPTH:
+                        todo.append((Path(entry.path), parts))
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((parts, entry.stat(follow_symlinks=False).st_size))
+            except OSError:
+                continue
+    return [("/".join(parts), size) for parts, size in sorted(found)]
 
 
 def list_products(run_dir: Path | str) -> list[dict[str, Any]]:
     """The run's products: the entries of ``output/products.json`` whose file exists, then any
-    other file of the output folder as kind ``other`` (scripts not using the kit still list)."""
-    root = Path(run_dir) / OUTPUT
+    other file of the output folder as kind ``other`` (scripts not using the kit still list).
+    Symbolic links and special files are not products."""
     declared: list[dict[str, Any]] = []
     try:
-        with open(root / PRODUCTS_MANIFEST, encoding="utf-8") as f:
+        with open_run_file(run_dir, f"{OUTPUT}/{PRODUCTS_MANIFEST}") as f:
             entries = json.load(f)
     except (OSError, ValueError):
         entries = []
@@ -473,28 +698,21 @@ def list_products(run_dir: Path | str) -> list[dict[str, Any]]:
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             continue
-        try:
-            path = product_path(run_dir, entry["file"])
-        except (ValueError, FileNotFoundError):
-            continue
         if entry["file"] in seen:
             continue
+        size = _product_size(run_dir, entry["file"])
+        if size is None:
+            continue
         seen.add(entry["file"])
-        declared.append({**entry, "size": path.stat().st_size})
-    undeclared = []
-    if root.is_dir():
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if rel in seen or rel.endswith(".tmp") or not path.is_file():
-                continue
-            try:
-                product_path(run_dir, rel)
-            except (ValueError, FileNotFoundError):
-                continue
-            undeclared.append(
-                {"file": rel, "kind": "other", "description": "", "obsid": None, "camera": None}
-                | {"size": path.stat().st_size}
-            )
+        declared.append({**entry, "size": size})
+        if len(declared) >= MAX_PRODUCTS:
+            break
+    undeclared = [
+        {"file": rel, "kind": "other", "description": "", "obsid": None, "camera": None}
+        | {"size": size}
+        for rel, size in _output_files(run_dir)
+        if rel not in seen and not rel.endswith(".tmp")
+    ]
     return (declared + undeclared)[:MAX_PRODUCTS]
 
 
@@ -508,8 +726,13 @@ def write_provenance(run: Run, **extra: Any) -> Path:
         data = read_input(run.run_dir)
     except (OSError, ValueError):
         data = {}
+    if not isinstance(data, dict):
+        data = {}
     keys = ("obsid", "camera", "path", "sha256", "checksum", "md5")
-    observations = [o for o in data.get("observations", []) if isinstance(o, dict)]
+    observations = data.get("observations", [])
+    observations = (
+        [o for o in observations if isinstance(o, dict)] if isinstance(observations, list) else []
+    )
     inputs = [{k: obs[k] for k in keys if k in obs} for obs in observations]
     record = {
         "run_id": run.id,
@@ -527,11 +750,23 @@ def write_provenance(run: Run, **extra: Any) -> Path:
         "ended": run.ended,
         "host": run.host,
         "worker": run.worker,
+        "log_dropped": run.log_dropped,
         **extra,
     }
     path = Path(run.run_dir) / PROVENANCE
+    _make_room(path)
     plumbing.write_json(path, record, default=str)
     return path
+
+
+def open_bundle(run_dir: Path | str) -> IO[bytes]:
+    """Open the run's ``bundle.zip`` (``open_run_file``); FileNotFoundError when there is none
+    (or an empty one)."""
+    f = open_run_file(run_dir, BUNDLE)
+    if os.fstat(f.fileno()).st_size == 0:
+        f.close()
+        raise FileNotFoundError(errno.ENOENT, "an empty bundle", BUNDLE)
+    return f
 
 
 def bundle(
@@ -542,29 +777,54 @@ def bundle(
     """A zip of the run: products, log, input, provenance, plus ``extra_files``.
 
     ``extra_files`` maps names in the archive (``"regions/source.reg"``) to files (e.g. the
-    session's regions). Everything sits under a top folder named after the run folder. The zip is
-    written to ``dest`` (default ``<run_dir>/bundle.zip``) atomically; returns its path.
+    session's regions). Everything sits under a top folder named after the run folder. Every
+    member is opened without following symbolic links (``open_run_file``): a link or a file that
+    vanished is left out. The zip is written to ``dest`` (default ``<run_dir>/bundle.zip``)
+    atomically; returns its path.
     """
     run_dir = Path(run_dir)
     top = run_dir.name
-    members: list[tuple[Path, str]] = []
-    for name in (INPUT, LOG, PROVENANCE):
-        if (run_dir / name).is_file():
-            members.append((run_dir / name, name))
+    members: list[tuple[str, str]] = [(name, name) for name in (INPUT, LOG, PROVENANCE)]
     for product in list_products(run_dir):
-        members.append((product_path(run_dir, product["file"]), f"{OUTPUT}/{product['file']}"))
-    if (run_dir / OUTPUT / PRODUCTS_MANIFEST).is_file():
-        members.append((run_dir / OUTPUT / PRODUCTS_MANIFEST, f"{OUTPUT}/{PRODUCTS_MANIFEST}"))
+        name = f"{OUTPUT}/{product['file']}"
+        members.append((name, name))
+    members.append((f"{OUTPUT}/{PRODUCTS_MANIFEST}", f"{OUTPUT}/{PRODUCTS_MANIFEST}"))
+    extras: list[tuple[Path, str]] = []
     for arcname, path in (extra_files or {}).items():
-        rel = Path(arcname)
+        rel = PurePosixPath(arcname)
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"invalid name in the bundle: {arcname!r}")
-        members.append((Path(path), rel.as_posix()))
+        extras.append((Path(path), rel.as_posix()))
     dest = Path(dest) if dest else run_dir / BUNDLE
+    _make_room(dest)
     with (
         plumbing.atomic_path(dest) as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf,
     ):
-        for path, arcname in members:
-            zf.write(path, f"{top}/{arcname}")
+        for name, arcname in members:
+            try:
+                f = open_run_file(run_dir, name)
+            except (OSError, ValueError):
+                continue
+            with f:
+                _zip_member(zf, f, f"{top}/{arcname}")
+        for path, arcname in extras:
+            try:
+                f = _open_outside(path)
+            except OSError:
+                continue
+            with f:
+                _zip_member(zf, f, f"{top}/{arcname}")
     return dest
+
+
+def _zip_member(zf: zipfile.ZipFile, f: IO[bytes], arcname: str) -> None:
+    """Copy an open file into the zip as ``arcname`` (streamed, never whole in memory)."""
+    info = os.fstat(f.fileno())
+    when = time.localtime(max(info.st_mtime, 315532800))[:6]  # zip dates start in 1980
+    member = zipfile.ZipInfo(arcname, date_time=when)
+    member.compress_type = zipfile.ZIP_DEFLATED
+    member.external_attr = 0o644 << 16
+    member.file_size = info.st_size
+    with zf.open(member, "w", force_zip64=info.st_size > 1 << 30) as out:
+        shutil.copyfileobj(f, out, 1 << 20)

@@ -271,8 +271,9 @@ def run_dir(tmp_path) -> Path:
 def test_product_path_accepts_files_in_the_output_folder(run_dir):
     assert runs.product_path(run_dir, "spec.pha") == (run_dir / "output" / "spec.pha").resolve()
     assert runs.product_path(run_dir, "sub/lc.fits").read_bytes() == b"SIMPLE LC"
-    os.symlink("spec.pha", run_dir / "output" / "alias.pha")  # a link inside the folder is fine
-    assert runs.product_path(run_dir, "alias.pha").name == "spec.pha"
+    os.symlink("spec.pha", run_dir / "output" / "alias.pha")  # even a link inside: not served
+    with pytest.raises(ValueError, match="symbolic link"):
+        runs.product_path(run_dir, "alias.pha")
     with pytest.raises(FileNotFoundError):
         runs.product_path(run_dir, "nothing.fits")
     with pytest.raises(FileNotFoundError):
@@ -365,6 +366,120 @@ def test_concurrent_bundles_do_not_clash(run_dir):
         "log.txt",
         "output",
     ]
+
+
+# ------------------------------------------------------------- files a script could subvert
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    path = tmp_path / "instance" / "secret_key"
+    path.parent.mkdir()
+    path.write_text("the-cookie-signing-key")
+    return path
+
+
+def test_run_files_are_opened_without_following_links(run_dir, secret):
+    with runs.open_run_file(run_dir, "output/spec.pha") as f:
+        assert f.read() == b"SIMPLE"
+    os.symlink(secret, run_dir / "output" / "key")
+    os.symlink(secret.parent, run_dir / "output" / "instance")
+    with pytest.raises(ValueError, match="symbolic link"):
+        runs.open_run_file(run_dir, "output/key")
+    with pytest.raises(ValueError, match="symbolic link"):
+        runs.open_run_file(run_dir, "output/instance/secret_key")
+    for name in ("../instance/secret_key", "/etc/passwd", "", "output/../../x"):
+        with pytest.raises(ValueError):
+            runs.open_run_file(run_dir, name)
+    with pytest.raises(FileNotFoundError):
+        runs.open_run_file(run_dir, "output/sub")  # a folder
+    with pytest.raises(FileNotFoundError):
+        runs.open_run_file(run_dir, "output/spec.pha/x")  # a file is no folder
+    os.mkfifo(run_dir / "output" / "fifo")
+    with pytest.raises(FileNotFoundError, match="not a regular file"):
+        runs.open_run_file(run_dir, "output/fifo")  # and it did not block
+
+
+def test_a_log_replaced_by_a_link_reads_as_no_log(run_dir, secret):
+    (run_dir / "log.txt").unlink()
+    os.symlink(secret, run_dir / "log.txt")
+    assert runs.read_log(run_dir) == ("", 0)
+    assert runs.log_tail(run_dir) == ""
+    runs.append_log(run_dir, "ERROR: worker lost")  # writes a fresh log, not through the link
+    assert secret.read_text() == "the-cookie-signing-key"
+    assert not (run_dir / "log.txt").is_symlink()
+    assert runs.read_log(run_dir)[0] == "[regio] ERROR: worker lost\n"
+    path = runs.bundle(run_dir)
+    with zipfile.ZipFile(path) as zf:
+        assert all(b"the-cookie-signing-key" not in zf.read(n) for n in zf.namelist())
+
+
+def test_the_bundle_leaves_links_and_special_files_out(run_dir, secret, tmp_path):
+    (run_dir / "input.json").unlink()
+    os.symlink(secret, run_dir / "input.json")
+    os.symlink(secret.parent, run_dir / "output" / "instance")
+    os.symlink(secret, run_dir / "output" / "key.txt")
+    os.mkfifo(run_dir / "output" / "fifo")
+    manifest = [{"file": "key.txt", "kind": "other"}, {"file": "instance/secret_key"}]
+    (run_dir / "output" / "products.json").write_text(json.dumps(manifest))
+    regions = tmp_path / "regions.reg"
+    os.symlink(secret, regions)  # an extra file that is a link is left out too
+    with zipfile.ZipFile(runs.bundle(run_dir, {"regions/source.reg": regions})) as zf:
+        names = set(zf.namelist())
+        data = b"".join(zf.read(n) for n in names)
+    assert names == {
+        "run/log.txt", "run/output/spec.pha", "run/output/sub/lc.fits", "run/output/stray.txt",
+        "run/output/products.json",
+    }  # fmt: skip
+    assert b"the-cookie-signing-key" not in data
+    # the declared links are no products; the FIFO and the folder link are not listed either
+    files = [p["file"] for p in runs.list_products(run_dir)]
+    assert files == ["spec.pha", "stray.txt", "sub/lc.fits"]
+
+
+def test_the_runner_files_replace_what_a_script_left_under_their_names(db, stages):
+    run = new_run(db, stages)
+    folder = Path(run.run_dir)
+    (folder / "provenance.json").mkdir()
+    (folder / "bundle.zip").mkdir()
+    (folder / "bundle.zip" / "x").write_text("x")
+    runs.update(db, run.id, phase=EXECUTING)
+    runs.finish(db, run.id, COMPLETED, bundle_files={})
+    assert json.loads((folder / "provenance.json").read_text())["phase"] == COMPLETED
+    with zipfile.ZipFile(folder / "bundle.zip") as zf:
+        assert f"{run.id}/provenance.json" in zf.namelist()
+
+
+def test_a_run_closed_without_its_runner_loses_any_bundle_a_script_made(db, stages):
+    run = new_run(db, stages)
+    folder = Path(run.run_dir)
+    runs.update(db, run.id, phase=EXECUTING)
+    (folder / "bundle.zip").write_bytes(b"PK fake, made by the script")
+    runs.finish(db, run.id, ERROR, error="worker lost")  # the reconciler: no bundle_files
+    assert not (folder / "bundle.zip").exists()
+    with pytest.raises(FileNotFoundError):
+        runs.open_bundle(folder)
+
+
+def test_finish_makes_the_bundle_before_the_final_phase(db, stages, tmp_path, monkeypatch):
+    run = new_run(db, stages)
+    runs.update(db, run.id, phase=EXECUTING)
+    regions = tmp_path / "source.reg"
+    regions.write_text("icrs; circle(1,2,3)")
+    seen = []
+    real_bundle = runs.bundle
+
+    def bundle(run_dir, extra_files=None, dest=None):
+        seen.append(runs.get(db, run.id).phase)  # the record is not final yet
+        return real_bundle(run_dir, extra_files, dest)
+
+    monkeypatch.setattr(runs, "bundle", bundle)
+    runs.finish(db, run.id, COMPLETED, bundle_files={"regions/source.reg": regions})
+    assert seen == [EXECUTING]
+    with runs.open_bundle(run.run_dir) as f, zipfile.ZipFile(f) as zf:
+        assert zf.read(f"{run.id}/regions/source.reg") == b"icrs; circle(1,2,3)"
+        provenance = json.loads(zf.read(f"{run.id}/provenance.json"))
+    assert provenance["phase"] == COMPLETED
 
 
 def test_provenance(db, stages):
