@@ -4,51 +4,63 @@
 ``rq worker`` forks per job; it does not import rq. It owns:
 
 - the script's process: it runs in the run folder with argv ``[*script.command(), "input.json"]``,
-  no shell (the parameters only ever travel in ``input.json``), stdout and stderr merged, in a
-  session of its own (so its whole process group can be signalled), and with the Linux
-  parent-death signal set to SIGKILL (``app.plumbing.die_with_parent``), so it cannot outlive the
-  work horse. Its environment is the worker's without ``REGIO_*`` and ``RQ_*`` (secrets stay out)
-  except ``SCRIPT_SETTINGS``, plus ``REGIO_RUN_ID=<run id>``;
-- the run's log: every output line goes to ``log.txt`` as soon as it is complete; ``[STAGE] name``
-  and ``[PROGRESS] k/n`` lines update the record (at once on a stage change, at most every
-  ``PROGRESS_EVERY`` seconds for progress); the last ``[ERROR] message`` line, else the last line
-  of text, becomes the user's error message when the script fails;
+  no shell (the parameters only ever travel in ``input.json``), stdout and stderr merged, confined
+  by ``app.sandbox`` (``REGIO_SANDBOX``): in bubblewrap, which shows it its run folder and
+  read-only the system, Python, scripts, archive and input files and nothing of the instance or
+  the sessions, in PID and network namespaces of its own; or, as the fallback, under
+  ``app/reaper.py``, a child subreaper. Either way every descendant of the script (a grandchild
+  with a clean environment and a session of its own included) ends when the script ends. The
+  wrapper gets the Linux parent-death signal (``app.plumbing.die_with_parent``), so nothing
+  outlives the work horse. The environment is the worker's without ``REGIO_*`` and ``RQ_*``
+  (secrets stay out) except ``SCRIPT_SETTINGS``, plus ``REGIO_RUN_ID=<run id>``;
+- the run's log: every output line goes to ``log.txt`` as soon as it is complete, up to
+  ``REGIO_LOG_MAX_BYTES`` (beyond, the script's output is counted and dropped, and the log, the
+  record's ``log_dropped`` and the provenance say so); ``[STAGE] name`` and ``[PROGRESS] k/n``
+  lines update the record (at once on a stage change, at most every ``PROGRESS_EVERY`` seconds
+  for progress), even beyond the cap; the last ``[ERROR] message`` line, else the last line of
+  text, becomes the user's error message when the script fails;
 - the checks, every ``POLL`` seconds: the time limit, a cancel request (Redis key ``CANCEL_KEY``,
   set by ``app.jobs.cancel``) and whether the rq worker that forked the horse is still alive.
-  Stopping sends SIGTERM to the script's process group, then SIGKILL after ``KILL_GRACE`` seconds.
-  When the script's main process ends, whatever is left of its group is killed, as are processes
-  that escaped the group but carry ``REGIO_RUN_ID`` (``kill_run_processes``, which the reconciler
-  uses too);
+  Stopping sends SIGTERM to the script's processes, then SIGKILL to all of them and the wrapper
+  after ``KILL_GRACE`` seconds. Processes that carry ``REGIO_RUN_ID`` are killed at the end too
+  (``kill_run_processes``, which the reconciler uses for runs whose worker died);
 - the heartbeat: a Redis key ``ALIVE_KEY`` refreshed with a TTL of ``heartbeat_ttl`` seconds, which
   ``app.reconciler`` reads. With each beat it re-reads the record: if someone else already closed
   the run (a reconciler that believed it lost), it stops the script;
 - closing the record (``app.runs``, the source of truth; every change a conditional update):
   exit code 0 -> COMPLETED; non-zero or a signal -> ERROR "stage 'X' failed: ..."; time limit ->
   ERROR "time limit exceeded (N s)"; cancel -> ABORTED; worker died -> ERROR "worker lost
-  (...)". ``provenance.json`` is written in every case, and the run's notifications are sent
-  (``app.notify``).
+  (...)". ``provenance.json`` and ``bundle.zip`` are written in every case, once the script's
+  processes are gone and before the record shows the final phase (the heartbeat goes on
+  meanwhile), and the run's notifications are sent (``app.notify``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import selectors
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from app import catalog, notify, runs
+from app import catalog, notify, runs, sandbox, settings
 from app.plumbing import die_with_parent, now
+from app.reaper import descendants
+from app.reaper import kill_tree as _kill_descendants
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
 
 CANCEL_KEY = "regio:cancel:{}"
@@ -87,7 +99,9 @@ class Runner:
         worker: str,
         scripts_dir: Path,
         heartbeat_ttl: float,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
+        """``config``: the settings (``app.settings.load``), by default the worker's own."""
         self.run_id = run_id
         self.db_path = db_path
         self.conn = conn
@@ -114,14 +128,26 @@ class Runner:
         self.redis_trouble = False
         self.time_limit = 0
         self.notifier = notify.RunNotifier(db_path)
+        self.config: dict[str, Any] = dict(config) if config is not None else {}
+        self.session_id = ""
+        self.log_max = settings.BY_NAME["LOG_MAX_BYTES"].default
+        self.log_size = 0
+        self.log_dropped: int | None = None  # None until the script starts
 
     # -- phases
 
     def run(self) -> str:
         run = runs.get(self.db_path, self.run_id)
         self.run_dir = run.path
+        self.session_id = run.session_id
         if run.phase != QUEUED:
             return run.phase  # cancelled (or settled) while it waited in the queue
+        try:
+            if not self.config:
+                self.config = settings.load()
+        except settings.SettingError as exc:
+            return self._close(ERROR, f"the worker's settings are wrong: {exc}", expect=QUEUED)
+        self.log_max = self.config["LOG_MAX_BYTES"]
         try:
             script = catalog.load_script(self.scripts_dir, run.script)
             if script.version != run.script_version:
@@ -140,7 +166,8 @@ class Runner:
         except runs.PhaseError:
             return runs.get(self.db_path, self.run_id).phase
         try:
-            with open(run.path / runs.LOG, "ab", buffering=0) as self.logfile:
+            with runs.open_log(run.path) as self.logfile:
+                self.log_size = os.fstat(self.logfile.fileno()).st_size
                 return self._supervise(run, script)
         except Exception as exc:  # e.g. the run folder vanished: the record must not stay EXECUTING
             self.logfile = None
@@ -161,19 +188,22 @@ class Runner:
         self.time_limit = run.time_limit or script.time_limit
         started = time.monotonic()
         try:
+            _check_executable(command[0])
+            argv, env, death = self._confine(run, command)
             proc = subprocess.Popen(
-                command,
+                argv,
                 cwd=run.path,
-                env=self._script_env(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: signalled as a whole
-                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - the horse has no threads
+                start_new_session=True,  # its own process group and session
+                preexec_fn=die_with_parent(os.getpid(), death),  # noqa: PLW1509 - no threads yet
             )
-        except OSError as exc:  # not executable, no such interpreter, a script without #!
+        except (OSError, sandbox.SandboxError) as exc:  # not executable, no #!, no sandbox
             self._say(f"ERROR: the script cannot start: {exc}")
             return self._close(ERROR, f"the script cannot start: {exc}")
+        self.log_dropped = 0
         # after the fork: no notification thread may exist while preexec_fn runs in the child
         self.notifier.started(run)  # never raises; sends from a background thread
         try:
@@ -184,10 +214,15 @@ class Runner:
             self.stop = self.stop or _Stop(ERROR, f"the runner failed: {exc!r}")
             raise
         finally:
-            _signal_group(proc.pid, signal.SIGKILL)  # whatever is left of the script
+            _kill_script(proc.pid)  # whatever is left of the script
             proc.stdout.close()  # type: ignore[union-attr]
             code = proc.wait()
-            kill_run_processes(self.run_id)  # and processes that left its group
+            kill_run_processes(self.run_id)  # and any process of the run left on this host
+            if self.log_dropped:
+                self._say(
+                    f"the log was cut at REGIO_LOG_MAX_BYTES ({self.log_max} bytes): "
+                    f"{self.log_dropped} bytes of the script's output were dropped"
+                )
             phase, error = self._outcome(code)
             self._say(f"{phase} after {time.monotonic() - started:.1f} s: {error or 'exit code 0'}")
             self._close(phase, error, exit_code=code)
@@ -212,28 +247,33 @@ class Runner:
             run = runs.get(self.db_path, self.run_id)
         else:
             failed = phase != COMPLETED
+            if self.logfile is None:  # no open log: the runner's lines go through append_log
+                with contextlib.suppress(OSError):
+                    runs.append_log(self.run_dir, f"{phase}: {error}")
+            extra = self._bundle_files()
             try:
-                run = _retry_busy(
-                    lambda: runs.finish(
-                        self.db_path,
-                        self.run_id,
-                        phase,
-                        expect={"phase": expect},
-                        ended=now(),
-                        exit_code=exit_code,
-                        error=error,
-                        failing_stage=self.stage if phase == ERROR else None,
-                        log_tail="\n".join(self.tail) if failed and self.tail else None,
-                        stage=self.stage,
-                        stages=self.stages,
-                        progress_done=self.progress[0],
-                        progress_total=self.progress[1],
+                with self._keep_alive():  # the bundle may take a while: the run is not lost
+                    run = _retry_busy(
+                        lambda: runs.finish(
+                            self.db_path,
+                            self.run_id,
+                            phase,
+                            expect={"phase": expect},
+                            bundle_files=extra,
+                            ended=now(),
+                            exit_code=exit_code,
+                            error=error,
+                            failing_stage=self.stage if phase == ERROR else None,
+                            log_tail="\n".join(self.tail) if failed and self.tail else None,
+                            stage=self.stage,
+                            stages=self.stages,
+                            progress_done=self.progress[0],
+                            progress_total=self.progress[1],
+                            log_dropped=self.log_dropped,
+                        )
                     )
-                )
             except runs.PhaseError:
                 run = runs.get(self.db_path, self.run_id)
-            if self.logfile is None:
-                runs.append_log(self.run_dir, f"{phase}: {error}")
         with contextlib.suppress(redis.RedisError):
             self.conn.delete(ALIVE_KEY.format(self.run_id), CANCEL_KEY.format(self.run_id))
         return run.phase
@@ -268,7 +308,7 @@ class Runner:
                 now = time.monotonic()
                 if ended_at is None and _has_ended(proc.pid):
                     ended_at = now
-                    _signal_group(proc.pid, signal.SIGKILL)  # children it left behind
+                    _kill_script(proc.pid)  # children it left behind
                 if ended_at is not None and (eof or now - ended_at > DRAIN_TIMEOUT):
                     break
                 if now >= next_check:
@@ -278,15 +318,15 @@ class Runner:
         if self.partial:
             self._feed(b"\n")
 
-    def _check(self, pgid: int, now: float, deadline: float) -> None:
+    def _check(self, pid: int, now: float, deadline: float) -> None:
         if self.stop is None:
             self.stop = self._stop_reason(now, deadline)
             if self.stop is not None:
                 self._say(f"stopping the script: {self.stop.error}")
-                _signal_group(pgid, self.stop.sig)
+                _signal_script(pid, self.stop.sig)
                 self.kill_at = now + KILL_GRACE
         elif now >= self.kill_at:
-            _signal_group(pgid, signal.SIGKILL)
+            _kill_script(pid)
             self.kill_at = float("inf")
         self._beat()
 
@@ -341,7 +381,7 @@ class Runner:
         if len(self.partial) >= MAX_LINE:
             lines.append(self.partial)
             self.partial = b""
-        self.logfile.write(b"\n".join(lines) + b"\n")
+        self._output(b"\n".join(lines) + b"\n")
         for raw in lines:
             self._line(raw.decode("utf-8", errors="replace").split("\r")[-1].strip())
 
@@ -388,13 +428,137 @@ class Runner:
             self.state_dirty = True
 
     def _say(self, message: str) -> None:
-        """A runner line in the log, never in the middle of a script line."""
+        """A runner line in the log, never in the middle of a script line (runner lines are
+        few and short: they are kept beyond the cap)."""
         if self.logfile is None:
             return
         if self.partial:
-            self.logfile.write(self.partial + b"\n")
+            self._output(self.partial + b"\n")
             self.partial = b""
-        self.logfile.write(runs.log_line(message))
+        self._write(runs.log_line(message))
+
+    def _output(self, data: bytes) -> None:
+        """The script's complete lines to the log, up to ``REGIO_LOG_MAX_BYTES``; beyond, they
+        are counted in ``log_dropped`` (the first time, whole lines that fit are kept and the
+        log says it is cut)."""
+        if self.log_dropped:
+            self.log_dropped += len(data)
+            return
+        room = self.log_max - self.log_size
+        if len(data) <= room:
+            self._write(data)
+            return
+        keep = data[: max(0, room)]
+        keep = keep[: keep.rfind(b"\n") + 1]
+        self._write(keep)
+        self.log_dropped = len(data) - len(keep)
+        self._write(
+            runs.log_line(
+                f"the log reached REGIO_LOG_MAX_BYTES ({self.log_max} bytes): the script's "
+                "further output is not kept (stages and progress are still followed)"
+            )
+        )
+
+    def _write(self, data: bytes) -> None:
+        self.logfile.write(data)
+        self.log_size += len(data)
+
+    # -- confinement
+
+    def _confine(
+        self, run: Run, command: list[str]
+    ) -> tuple[list[str], dict[str, str], signal.Signals]:
+        """The command line starting ``command`` confined (``app.sandbox``), its environment,
+        and the parent-death signal of the wrapper. SandboxError if REGIO_SANDBOX=bwrap and
+        bubblewrap does not work."""
+        env = self._script_env()
+        mode = self.config["SANDBOX"]
+        why = "REGIO_SANDBOX=off"
+        if mode != "off":
+            bwrap = sandbox.find_bwrap()
+            why = sandbox.probe(bwrap) if bwrap else "bubblewrap (bwrap) is not installed"
+            if why is None and bwrap:
+                plan = self._layout(run)
+                for path, reason in plan.hidden:
+                    self._say(f"sandbox: {path} is not shown to the script: {reason}")
+                self._say(
+                    "sandbox: bubblewrap; the run folder read-write, the system, Python, "
+                    "scripts, archive and input files read-only; no network"
+                )
+                env.update(HOME="/tmp", TMPDIR="/tmp")
+                # bwrap --die-with-parent takes the whole sandbox with it
+                return sandbox.bwrap_command(bwrap, command, plan), env, signal.SIGKILL
+            if mode == "bwrap":
+                raise sandbox.SandboxError(f"REGIO_SANDBOX=bwrap but {why}")
+        self._say(
+            f"sandbox: none, the fallback ({why}): the script can read and write what the "
+            "worker can; its descendants still end with it"
+        )
+        # SIGTERM: the reaper kills the script's processes before it exits
+        return sandbox.reaper_command(command), env, signal.SIGTERM
+
+    def _layout(self, run: Run) -> sandbox.Layout:
+        """What the script sees: see ``app.sandbox``. Paths come from this worker's settings."""
+        cfg = self.config
+        archives = settings.archive_dirs(cfg)
+        read_only = [
+            *sandbox.python_paths(),
+            *sandbox.package_paths(),
+            *sandbox.script_paths(self.scripts_dir),
+            *archives,
+            *([cfg["RESPONSES"]] if cfg.get("RESPONSES") else []),
+            *cfg.get("SANDBOX_PATHS", []),
+            *self._input_files(run),
+        ]
+        private = [cfg["SESSIONS"], self.db_path.parent, cfg["INSTANCE"]]
+        return sandbox.layout(run.path, read_only=read_only, private=private, allowed=archives)
+
+    @staticmethod
+    def _input_files(run: Run) -> list[Path]:
+        """The data files ``input.json`` names (each observation's ``path``)."""
+        try:
+            data = runs.read_input(run.path)
+        except (OSError, ValueError):
+            return []
+        observations = data.get("observations") if isinstance(data, dict) else None
+        paths = []
+        for obs in observations if isinstance(observations, list) else []:
+            path = obs.get("path") if isinstance(obs, dict) else None
+            if isinstance(path, str) and path.startswith("/") and "\x00" not in path:
+                paths.append(Path(path))
+        return paths
+
+    def _bundle_files(self) -> dict[str, Path]:
+        """The session's region files, for the bundle (none if the session is gone)."""
+        from app.sessions import SessionNotFound, SessionStore
+
+        try:
+            return SessionStore(self.db_path.parent).region_files(self.session_id)
+        except (SessionNotFound, OSError):
+            return {}
+
+    @contextlib.contextmanager
+    def _keep_alive(self) -> Iterator[None]:
+        """Refresh the heartbeat from a thread while the block runs."""
+        done = threading.Event()
+        key = ALIVE_KEY.format(self.run_id)
+        value = f"{self.worker}@{self.host}:{os.getpid()}"
+        ttl = int(self.heartbeat_ttl * 1000)
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(redis.RedisError):
+                    self.conn.set(key, value, px=ttl)
+                if done.wait(min(2.0, self.heartbeat_ttl / 4)):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{self.run_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _script_env(self) -> dict[str, str]:
         """The worker's environment without Regio's and rq's settings (secrets stay out), but
@@ -427,6 +591,38 @@ def _has_ended(pid: int) -> bool:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _signal_script(pid: int, sig: signal.Signals) -> None:
+    """Signal the script's processes: every descendant of the wrapper ``pid`` (bwrap or the
+    reaper, which would end the whole run at once on SIGTERM); SIGKILL: ``_kill_script``."""
+    if sig == signal.SIGKILL:
+        _kill_script(pid)
+        return
+    for child in descendants(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, sig)
+
+
+def _kill_script(pid: int) -> None:
+    """SIGKILL the wrapper ``pid``, its descendants first (so none is handed to init), and its
+    process group. The sandbox and the reaper also do it themselves when the script ends."""
+    _kill_descendants(pid, reap_children=False)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _check_executable(path: str) -> None:
+    """Raise the error ``execve`` would for a command that cannot start (the wrapper execs it,
+    so the run would only see the wrapper fail): missing, not executable, no ``#!`` line."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"#!") and head != b"\x7fELF":
+        raise OSError(errno.ENOEXEC, os.strerror(errno.ENOEXEC), path)
 
 
 def run_processes(run_id: str) -> list[int]:

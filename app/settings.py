@@ -197,6 +197,29 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MAIL_FROM", "regio@localhost", "Sender address of the e-mails Regio sends."),
     Setting(
+        "SANDBOX",
+        "auto",
+        "How science scripts are confined: `bwrap` (Debian's bubblewrap, required: a run fails "
+        "when it does not work), `auto` (bubblewrap when it works, else the fallback, said in "
+        "the run's log) or `off` (the fallback: no file or network isolation, but the script's "
+        "descendants still end with it). See 'Containment of scripts'.",
+    ),
+    Setting(
+        "SANDBOX_PATHS",
+        "",
+        "Extra folders scripts may read inside the sandbox, separated by ':' (software such as "
+        "SAS or CIAO, calibration files). Folders holding REGIO_SESSIONS or REGIO_INSTANCE are "
+        "never shown.",
+        "paths",
+    ),
+    Setting(
+        "LOG_MAX_BYTES",
+        16 * 1024 * 1024,
+        "Largest log a run keeps, in bytes; the script's output beyond it is dropped, and the "
+        "log and the run (`log_dropped`) say how much.",
+        "int",
+    ),
+    Setting(
         "WEBHOOK_ALLOW_PRIVATE",
         False,
         "Let webhooks reach loopback, private and link-local addresses (off: users cannot make "
@@ -208,6 +231,8 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 AUTH_MODES = ("none", "accounts")
 WEB_WORKER_CLASSES = ("gevent", "gthread")
+SANDBOX_MODES = ("auto", "bwrap", "off")
+MIN_LOG_BYTES = 1024
 
 
 def load(
@@ -255,6 +280,14 @@ def _check(values: Mapping[str, Any]) -> None:
     if values["AUTH"] not in AUTH_MODES:
         raise SettingError(
             f"REGIO_AUTH must be one of {', '.join(AUTH_MODES)}, not {values['AUTH']!r}"
+        )
+    if values["SANDBOX"] not in SANDBOX_MODES:
+        raise SettingError(
+            f"REGIO_SANDBOX must be one of {', '.join(SANDBOX_MODES)}, not {values['SANDBOX']!r}"
+        )
+    if values["LOG_MAX_BYTES"] < MIN_LOG_BYTES:
+        raise SettingError(
+            f"REGIO_LOG_MAX_BYTES must be at least {MIN_LOG_BYTES}, not {values['LOG_MAX_BYTES']}"
         )
     if not 0 < values["SMTP_PORT"] < 65536:
         raise SettingError(

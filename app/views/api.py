@@ -12,9 +12,10 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
-from app import __version__, accounts, auth, jobs, shapes
+from app import __version__, accounts, auth, bodies, jobs, shapes
 from app.archive import coverage_rows, instruments_json, load_index
 from app.sessions import SelectionError, SessionNotFound, SessionStore
+from indexer import limits
 from indexer.index import IndexNotFound
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -29,17 +30,30 @@ def session_store() -> SessionStore:
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400 saying what is wrong with it."""
+    """The request's JSON object, or a 4xx saying what is wrong with it.
+
+    Parsed by ``app.bodies.parse_json`` within the limits of ``indexer.limits`` (nesting, number
+    of values, numbers, control characters) before anything is built from it."""
     if not request.is_json:
         abort(415, description="send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = bodies.parse_json(request.get_data(cache=True))
+    except bodies.InputError as exc:
+        abort(400, description=str(exc))
     if not isinstance(body, dict):
-        abort(400, description="the body must be a JSON object")
+        abort(400, description=f"the body must be a JSON object, not {_json_type(body)}")
     return body
 
 
-#: Largest DS9 region file accepted in an upload [bytes].
-MAX_REGION_FILE = 256 * 1024
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+#: The fields of a regions request, JSON or multipart.
+REGION_FIELDS = frozenset({"source", "background", "title", "view"})
 
 
 def regions_body() -> dict[str, Any]:
@@ -47,11 +61,19 @@ def regions_body() -> dict[str, Any]:
     are DS9 region files (or text fields) and ``title`` a text field."""
     if request.mimetype != "multipart/form-data":
         return json_body()
+    names = set(request.form) | set(request.files)
+    if names - REGION_FIELDS:
+        unknown = ", ".join(sorted(str(n)[:40] for n in names - REGION_FIELDS)[:10])
+        abort(400, description=f"unknown field(s): {unknown}")
     body: dict[str, Any] = dict(request.form.items())
     for name, upload in request.files.items():
-        data = upload.read(MAX_REGION_FILE + 1)
-        if len(data) > MAX_REGION_FILE:
-            abort(413, description=f"the {name} region file is larger than {MAX_REGION_FILE} bytes")
+        data = upload.read(limits.MAX_REGION_FILE_BYTES + 1)
+        if len(data) > limits.MAX_REGION_FILE_BYTES:
+            abort(
+                413,
+                description=f"the {name} region file is larger than "
+                f"{limits.MAX_REGION_FILE_BYTES} bytes",
+            )
         try:
             body[name] = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -68,9 +90,17 @@ def index_or_503():
 
 def parse_regions(body: dict[str, Any]):
     """Source and background regions from a body (DS9 strings or viewer JSON shapes) or a 400."""
-    unknown = set(body) - {"source", "background", "title", "view"}
+    unknown = set(body) - REGION_FIELDS
     if unknown:
-        abort(400, description=f"unknown field(s): {', '.join(sorted(unknown))}")
+        names = ", ".join(sorted(str(n)[:40] for n in unknown)[:10])
+        abort(400, description=f"unknown field(s): {names}")
+    for name in ("source", "background"):
+        if not isinstance(body.get(name), str | list | None):
+            abort(
+                400,
+                description=f"'{name}' must be a DS9 region string or a list of shapes, "
+                f"not {_json_type(body[name])}",
+            )
     if body.get("source") in (None, "", []):
         abort(400, description="'source' is required: a DS9 region string or a list of shapes")
     try:
@@ -84,6 +114,21 @@ def parse_regions(body: dict[str, Any]):
         except shapes.RegionError as exc:
             abort(400, description=f"background region: {exc}")
     return source, background
+
+
+def covering_rows(source, background) -> list[dict[str, Any]]:
+    """The exposures covering the regions (``coverage_rows``), or a 400 for a region that
+    passes validation but covers nothing at the index's resolution (its exclusions remove all
+    of it)."""
+    index = index_or_503()
+    try:
+        return coverage_rows(index, source, background)
+    except shapes.RegionError as exc:
+        try:
+            index.region_moc(source)
+        except shapes.RegionError:
+            abort(400, description=f"source region: {exc}")
+        abort(400, description=f"background region: {exc}")
 
 
 def load_session(session_id: str, needed: str = "read") -> dict[str, Any]:
@@ -156,11 +201,9 @@ def create_session():
     The regions come as DS9 strings or viewer shapes in a JSON body, or as DS9 files in a
     multipart form (fields ``source``, ``background``)."""
     body = regions_body()
+    title = bodies.one_line(body.get("title", ""), "title")  # the cheap checks first
     source, background = parse_regions(body)
-    title = body.get("title", "")
-    if not isinstance(title, str) or len(title) > 200:
-        abort(400, description="'title' must be text of at most 200 characters")
-    rows = coverage_rows(index_or_503(), source, background)
+    rows = covering_rows(source, background)
     store = session_store()
     session_id = store.create(source, background, owner=auth.owner_id(), title=title)
     store.set_coverage(session_id, rows)
@@ -188,7 +231,7 @@ def put_regions(session_id: str):
     load_session(session_id, "write")  # 404 / 403 before anything else
     body = regions_body()
     source, background = parse_regions(body)
-    rows = coverage_rows(index_or_503(), source, background)
+    rows = covering_rows(source, background)
     store = session_store()
     store.set_regions(session_id, source, background)
     store.set_coverage(session_id, rows)

@@ -9,6 +9,8 @@ right one from another. Pages whose URL holds a secret (a share link, a reset li
 
 from __future__ import annotations
 
+import re
+
 from flask import (
     Blueprint,
     abort,
@@ -59,6 +61,19 @@ def _no_referrer(response):
     return response
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _well_formed_email(email: str) -> bool:
+    """Whether a typed sign-in address is well formed (``accounts.normalize_email``); a malformed
+    one is answered 400 at once, as it cannot belong to an account."""
+    try:
+        accounts.normalize_email(email)
+    except accounts.AccountError:
+        return False
+    return True
+
+
 def _need_accounts() -> None:
     if not accounts_enabled():
         abort(404, description="accounts are off (REGIO_AUTH=none): nothing to sign in to")
@@ -70,6 +85,10 @@ def login():
     if request.method == "POST":
         email = request.form.get("email", "")[:300]
         limit("login-ip", client_address(), auth.LOGIN_ATTEMPTS)
+        if not _well_formed_email(email):  # no account has it: say so, check nothing
+            flash("That is not an e-mail address: check it and try again.", "error")
+            typed = _CONTROL.sub("", email)
+            return render_template("auth/login.html", email=typed), 400
         # back off per client (and per client and account), never per account alone: a guesser
         # elsewhere cannot lock the user out; a blocked attempt is not checked, nor counted
         wait = auth.login_wait(email)

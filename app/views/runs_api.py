@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
 
-from app import auth, catalog, jobs, launch, runs
+from app import auth, bodies, catalog, jobs, launch, runs
 from app.sessions import SessionNotFound
 from app.views.api import json_body, load_session, session_store, settings
 
@@ -132,11 +132,13 @@ def cancel_run(run_id: str):
     return jsonify(run_json(run)), 200 if run.terminal else 202
 
 
-def _offset_arg() -> int:
-    raw = request.args.get("offset", "0")
-    if not raw.isdigit() or len(raw) > 15:
-        abort(400, description="'offset' must be a whole number of bytes >= 0")
-    return int(raw)
+def _offset_arg(raw: str | None = None, name: str = "'offset'") -> int:
+    """A byte offset argument (``?offset=`` by default) in ASCII digits, else a 400 (see
+    ``app.bodies.byte_offset``: ``str.isdigit`` also accepts '²', which ``int`` refuses)."""
+    try:
+        return bodies.byte_offset(request.args.get("offset", "0") if raw is None else raw, name)
+    except bodies.InputError as exc:
+        abort(400, description=str(exc))
 
 
 @bp.get("/runs/<run_id>/log")
@@ -204,8 +206,7 @@ def run_events(run_id: str):
     """Server-sent events: log lines, state changes, end. Resumes from ``Last-Event-ID``."""
     run = get_run(run_id)
     resume = request.headers.get("Last-Event-ID") or request.args.get("offset") or "0"
-    if not resume.isdigit() or len(resume) > 15:
-        abort(400, description="Last-Event-ID (or 'offset') must be a byte offset >= 0")
+    resume = str(_offset_arg(resume, "Last-Event-ID (or 'offset')"))
     stream = event_stream(db_path(), run.id, int(resume))
     response = Response(stream, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
