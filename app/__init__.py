@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
+from app import bodies
 from app import settings as settings_mod
+from indexer import limits
 
 __version__ = "0.1.0"
+
+TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for a body over the limit
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -35,7 +39,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         )
     app = Flask(__name__, instance_path=str(values["INSTANCE"]))
     app.config["SECRET_KEY"] = values["SECRET_KEY"] or _instance_secret(Path(values["INSTANCE"]))
-    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024  # region files and JSON bodies are small
+    # request sizes (indexer.limits): Werkzeug answers 413 before reading more
+    app.config["MAX_CONTENT_LENGTH"] = limits.MAX_BODY_BYTES
+    app.config["MAX_FORM_MEMORY_SIZE"] = limits.MAX_BODY_BYTES
+    app.config["MAX_FORM_PARTS"] = limits.MAX_FORM_PARTS
+    app.json = bodies.JSONProvider(app)  # request.get_json within the JSON limits
+    # '//' in a path is data for the view to refuse (a product named '/etc/passwd'), not a
+    # redirect to another URL
+    app.url_map.merge_slashes = False
     app.extensions["regio.settings"] = values
     app.extensions["regio.redis"] = redis.Redis.from_url(values["REDIS_URL"])
 
@@ -59,11 +70,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        from flask import request
-
+        if isinstance(exc, RequestEntityTooLarge) and exc.description == TOO_LARGE:
+            exc = RequestEntityTooLarge(
+                description=f"the request is larger than {limits.MAX_BODY_BYTES} bytes "
+                f"(or a form has more than {limits.MAX_FORM_PARTS} parts)"
+            )
         if request.path.startswith("/api/"):
             return jsonify(error=exc.name, message=exc.description, status=exc.code), exc.code
         return exc
+
+    @app.errorhandler(bodies.InputError)
+    def input_error(exc: bodies.InputError):
+        """A request part refused by ``app.bodies`` wherever it is read: 400 with the reason."""
+        return http_error(BadRequest(description=str(exc)))
 
     @app.context_processor
     def inject_version() -> dict[str, str]:

@@ -41,9 +41,9 @@ MAX_TEXT_CHARS: int = 100_000
 #: three times over. The ``regions`` parser loops over them in Python (~2 us each).
 MAX_DS9_STATEMENTS: int = 1_000
 
-#: Largest DS9 region file in a multipart upload [bytes]: ``MAX_TEXT_CHARS`` characters of UTF-8
-#: with room for multi-byte characters in comments; a larger file is refused unread (413).
-MAX_REGION_FILE_BYTES: int = 256 * 1024
+#: Largest DS9 region file in a multipart upload [bytes]: ``MAX_TEXT_CHARS`` characters with
+#: room for some multi-byte UTF-8 characters in comments; a larger file is refused unread (413).
+MAX_REGION_FILE_BYTES: int = 128 * 1024
 
 # ------------------------------------------------------------------------------------ numbers
 
@@ -60,13 +60,25 @@ MAX_NUMBER_MAGNITUDE: int = 2**53
 # ------------------------------------------------------------------------------ HTTP requests
 
 #: Largest request body [bytes]; Werkzeug answers 413 before reading more. The largest useful
-#: body, a source and a background region at the limits above, is ~0.1 MB of JSON.
-MAX_BODY_BYTES: int = 2 * 1024 * 1024
+#: bodies are two DS9 texts of ``MAX_TEXT_CHARS`` as JSON strings (~0.2 MB with their escapes)
+#: or two region files of ``MAX_REGION_FILE_BYTES`` in a multipart form. Every byte is scanned
+#: a few times (nesting, control characters, UTF-8) before parsing.
+MAX_BODY_BYTES: int = 512 * 1024
 
 #: Deepest nesting of arrays and objects in a JSON body. The deepest useful body is 5 levels
 #: (``{"source": [{"vertices": [[ra, dec], ...]}]}``); Python's parser recurses once per level
 #: and fails with a RecursionError (a 500) near a thousand.
 MAX_JSON_DEPTH: int = 16
+
+#: Most values (array elements and object members) in a JSON body. The largest useful body, a
+#: source and a background region of viewer shapes at the limits above, has ~8,000. Parsing
+#: costs ~0.2 us per value, but every container the parser builds also feeds Python's cyclic
+#: garbage collector: 130,000 small arrays cost ~70 ms of CPU where 20,000 cost ~3 ms.
+MAX_JSON_ITEMS: int = 20_000
+
+#: Most parts of a multipart form: the largest form, a region upload, has three (source and
+#: background files, title); Werkzeug answers 413 beyond.
+MAX_FORM_PARTS: int = 20
 
 #: Longest one-line text a user names things with (a session title) [characters].
 MAX_TITLE_CHARS: int = 200

@@ -75,8 +75,10 @@ class RegionError(ValueError):
     """A region that cannot be used; ``str(exc)`` is a one-line message meant for the user."""
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: object, max_chars: int = 200) -> str:
+    """A message on one line of at most ``max_chars`` characters (parsers quote whole lines)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
 
 
 #: Characters that never belong in DS9 text: C0 controls but tab and line ends, DEL, C1
@@ -252,7 +254,7 @@ def _validate_shape(shape: object, number: int) -> None:
     for name, size in _sizes(shape).items():
         value = float(size.to_value(u.deg))
         if not np.isfinite(value) or value <= 0:
-            raise RegionError(f"{where}: {name} must be positive (got {size})")
+            raise RegionError(f"{where}: {name} must be positive and finite (got {size})")
         if value > 180:
             raise RegionError(f"{where}: {name} must be at most 180 deg (got {size})")
     if isinstance(shape, PolygonSkyRegion):
