@@ -7,6 +7,7 @@ Plain modules do the work: ``app.launch`` (checks and queues a run), ``app.catal
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -225,7 +226,8 @@ def run_products(run_id: str):
 
 
 def product_file(run_id: str, name: str):
-    """The file of a product the request may read: 400 for a bad name, 404 when absent."""
+    """The file of a product the request may read: 400 for a bad name or a symbolic link, 404
+    when absent. To send it, ``run_product`` opens it without following links."""
     run = get_run(run_id)
     try:
         return runs.product_path(run.run_dir, name)
@@ -235,20 +237,61 @@ def product_file(run_id: str, name: str):
         abort(404, description=f"no product {name!s:.100} in run {run.id}")
 
 
+def send_open_file(f, download_name: str, as_attachment: bool) -> Response:
+    """Send a file opened by ``app.runs`` (never re-opened by path, so no link is followed on
+    the way), with its size, last-modified time, ETag and byte ranges."""
+    info = os.fstat(f.fileno())
+    response = send_file(
+        f,
+        download_name=download_name,
+        as_attachment=as_attachment,
+        max_age=0,
+        conditional=False,
+        etag=False,
+        last_modified=info.st_mtime,
+    )
+    response.content_length = info.st_size
+    response.set_etag(f"{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}")
+    return response.make_conditional(
+        request.environ, accept_ranges=True, complete_length=info.st_size
+    )
+
+
 @bp.get("/runs/<run_id>/products/<path:name>")
 def run_product(run_id: str, name: str):
-    """Download one product file."""
-    path = product_file(run_id, name)
-    return send_file(path, as_attachment=request.args.get("inline") != "1", max_age=0)
+    """Download one product file (opened without following symbolic links)."""
+    run = get_run(run_id)
+    try:
+        f = runs.open_product(run.run_dir, name)
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    except OSError:
+        abort(404, description=f"no product {name!s:.100} in run {run.id}")
+    return send_open_file(f, name.rsplit("/", 1)[-1], request.args.get("inline") != "1")
 
 
 @bp.get("/runs/<run_id>/bundle.zip")
 def run_bundle(run_id: str):
-    """A zip of the run: products, log, input, provenance and the session's regions."""
+    """A zip of the run: products, log, input, provenance and the session's regions.
+
+    Made once, when the run ends (``app.runs.finish``), and served as a file; 409 while the run
+    goes on. A run that ended without its runner (cancelled while queued, settled by the
+    reconciler) gets its bundle made here, on the first request."""
     run = get_run(run_id)
+    if not run.terminal:
+        abort(
+            409, description=f"the run has not ended ({run.phase}): its bundle is made when it ends"
+        )
     try:
-        extra = session_store().region_files(run.session_id)
-    except SessionNotFound:
-        extra = {}
-    path = runs.bundle(run.run_dir, extra_files=extra)
-    return send_file(path, as_attachment=True, download_name=f"regio-run-{run.id}.zip", max_age=0)
+        f = runs.open_bundle(run.run_dir)
+    except (OSError, ValueError):
+        try:
+            extra = session_store().region_files(run.session_id)
+        except SessionNotFound:
+            extra = {}
+        try:
+            runs.bundle(run.run_dir, extra_files=extra)
+            f = runs.open_bundle(run.run_dir)
+        except (OSError, ValueError) as exc:
+            abort(404, description=f"the bundle of run {run.id} cannot be made: {exc}")
+    return send_open_file(f, f"regio-run-{run.id}.zip", as_attachment=True)
