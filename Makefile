@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint format bench browser sherpa-deps clean-instance
+.PHONY: run test lint format bench browser sandbox sherpa-deps clean-instance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(VENV)/.dev-installed: requirements-dev.txt requirements.txt pyproject.toml | $
 	touch $@ $(VENV)/.runtime-installed
 
 ## run: the whole service (embedded Redis, demo archive, index, workers, web) in the foreground
-run: $(VENV)/.runtime-installed
+run: $(VENV)/.runtime-installed sandbox
 	$(BIN)/python -m app run
 
 ## browser: Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium)
@@ -31,6 +31,14 @@ browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	else echo "Browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
+
+## sandbox: Debian's bubblewrap, which confines the science scripts (README: "Containment of
+## scripts"). Without it (not root) runs use the fallback, which does not isolate files: say so.
+sandbox:
+	@if [ -x /usr/bin/bwrap ] || command -v bwrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	else echo "WARNING: bubblewrap is missing: scripts run unconfined (REGIO_SANDBOX=auto falls" \
+	  "back; the sandbox tests are skipped). Install it: sudo apt-get install bubblewrap" >&2; fi
 
 ## sherpa-deps: Debian's byacc, flex, FFTW and pkg-config, which sherpa's build from PyPI needs
 SHERPA_DEPS := byacc flex libfftw3-dev pkg-config
@@ -41,7 +49,7 @@ sherpa-deps:
 	else echo "sherpa builds from source and needs: sudo apt-get install" $$missing >&2; exit 1; fi
 
 ## test: install what the tests need and run them all
-test: $(VENV)/.dev-installed browser
+test: $(VENV)/.dev-installed browser sandbox
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed
