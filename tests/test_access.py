@@ -256,6 +256,19 @@ def test_a_successful_sign_in_forgets_the_failures_of_its_client_and_account(wor
         assert login("owner@example.org", "typo").status_code == 401
 
 
+def test_a_malformed_address_at_sign_in_is_a_400_and_no_failure(world, app):
+    _client, login = _client_at(world, "192.0.2.77")
+    bad = ["not-an-address", "", "a@b", "owner@example.org\x00", "x" * 400 + "@example.org"]
+    for _ in range(2):
+        for email in bad:
+            response = login(email, PASSWORD)
+            assert response.status_code == 400, email
+            assert "not an e-mail address" in response.get_data(as_text=True)
+    conn = app.extensions["regio.redis"]
+    assert auth.LOGIN_CLIENT_BACKOFF.failures(conn, "login:client:192.0.2.77") == 0
+    assert login("owner@example.org", PASSWORD).status_code == 302  # nothing held against it
+
+
 def test_login_attempts_per_client_are_capped(world, monkeypatch):
     monkeypatch.setattr(auth, "LOGIN_ATTEMPTS", (3, 300))
     logins = [_client_at(world, "192.0.2.9")[1] for _ in range(4)]  # one browser each
