@@ -504,6 +504,7 @@ class Runner:
         read_only = [
             *sandbox.python_paths(),
             *sandbox.package_paths(),
+            *sandbox.software_paths(os.environ),
             *sandbox.script_paths(self.scripts_dir),
             *archives,
             *([cfg["RESPONSES"]] if cfg.get("RESPONSES") else []),

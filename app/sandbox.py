@@ -11,9 +11,11 @@ the work horse (``--die-with-parent``). Its file system is an empty read-only ro
 - read-only: the system (``/usr`` and the ``/bin``, ``/lib*`` links or folders, a few files of
   ``/etc``: ``ETC_FILES``), the Python that runs the worker (its venv and base installation),
   the service packages scripts import (``PACKAGES``, e.g. ``indexer`` installed from the
-  checkout), the scripts folder (and the files its symbolic links point to, like
-  ``tests/scripts/regio_kit.py``), the archive folders, ``REGIO_RESPONSES``,
-  ``REGIO_SANDBOX_PATHS``, and the input files the run's ``input.json`` names;
+  checkout), the folders of the worker's ``PATH`` and the software its environment names
+  (``SOFTWARE_VARIABLES``: SAS, CIAO, CALDB), the scripts folder (and the files its symbolic
+  links point to, like ``tests/scripts/regio_kit.py``), the archive folders,
+  ``REGIO_RESPONSES``, ``REGIO_SANDBOX_PATHS``, and the input files the run's ``input.json``
+  names;
 - read-write: the run folder, except its ``log.txt`` and ``input.json`` (read-only: the runner's
   log cannot be replaced or grown behind its back, the input cannot be rewritten);
 - private: ``/tmp`` (a tmpfs, also ``HOME``), ``/proc`` of its own PID namespace, a minimal
@@ -43,7 +45,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +65,9 @@ ETC_FILES = (
 )  # fmt: skip
 #: Service packages scripts import (the science code shares constants with the indexer).
 PACKAGES = ("indexer",)
+#: Variables of the worker's environment naming software or calibration files scripts use (SAS,
+#: CIAO, HEASoft, CALDB): the paths they hold are shown read-only, as are the PATH's folders.
+SOFTWARE_VARIABLES = ("SAS_DIR", "SAS_CCFPATH", "SAS_CCF", "ASCDS_INSTALL", "CALDB", "HEADAS")
 #: Files of the run folder the script may read but not change or replace.
 PROTECTED = ("log.txt", "input.json")
 REAPER = Path(__file__).resolve().with_name("reaper.py")
@@ -109,6 +114,17 @@ def package_paths(names: Iterable[str] = PACKAGES) -> list[Path]:
             if spec is not None and spec.submodule_search_locations:
                 found.extend(Path(p) for p in spec.submodule_search_locations)
     return found
+
+
+def software_paths(environ: Mapping[str, str]) -> list[Path]:
+    """The folders of the worker's ``PATH`` and the paths ``SOFTWARE_VARIABLES`` name (a site's
+    SAS or CIAO, set up in the worker's environment, works in the sandbox as outside)."""
+    paths = []
+    for name in ("PATH", *SOFTWARE_VARIABLES):
+        for part in environ.get(name, "").split(os.pathsep):
+            if part.startswith("/"):
+                paths.append(Path(part))
+    return paths
 
 
 def script_paths(scripts_dir: Path) -> list[Path]:
