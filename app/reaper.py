@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -90,7 +89,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: reaper.py COMMAND [ARG...]", file=sys.stderr)
         return 2
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (no ldconfig run)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print("reaper: cannot become a child subreaper", file=sys.stderr)
         return CANNOT_START
