@@ -32,6 +32,12 @@ MAX_POLYGON_VERTICES: int = 1_000
 #: again when stored) stays far under ``MAX_TEXT_CHARS``.
 MAX_REGION_VERTICES: int = 1_000
 
+#: Longest outline of a region, all shapes together, in cells of the MOC it is turned into (the
+#: index depth for large shapes, 25.8" at order 13). mocpy costs ~1 us per outline cell, so a
+#: region over it would cost more than ~30 ms before its coverage is known (and before a region
+#: whose exclusions remove all of it can be told so). One circle of up to ~30 deg radius fits.
+MAX_MOC_OUTLINE_CELLS: int = 25_000
+
 #: Longest DS9 region text [characters]: ``MAX_SHAPES`` shapes and ``MAX_REGION_VERTICES``
 #: vertices, with comments, fit in half of it.
 MAX_TEXT_CHARS: int = 100_000

@@ -36,7 +36,13 @@ from collections.abc import Iterable
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import ICRS, Angle, SkyCoord
+from astropy.coordinates import (
+    ICRS,
+    Angle,
+    SkyCoord,
+    SphericalRepresentation,
+    UnitSphericalRepresentation,
+)
 from astropy.utils.exceptions import AstropyUserWarning
 from mocpy import MOC
 from regions import (
@@ -51,6 +57,7 @@ from regions import (
 
 from indexer.limits import (
     MAX_DS9_STATEMENTS,
+    MAX_MOC_OUTLINE_CELLS,
     MAX_NUMBER_CHARS,
     MAX_POLYGON_VERTICES,
     MAX_REGION_VERTICES,
@@ -208,8 +215,12 @@ def is_included(region: SkyRegion) -> bool:
 def validate(regions: Regions | Iterable[SkyRegion]) -> Regions:
     """Check shapes, sizes and limits; return the regions as a ``Regions`` list.
 
-    Raises :class:`RegionError` with a user-readable message on the first problem.
+    Raises :class:`RegionError` with a user-readable message on the first problem. A
+    ``Regions`` this function returned is not checked again (a query validates its region in
+    every step): its shapes are taken as not changed since.
     """
+    if isinstance(regions, Regions) and getattr(regions, _VALIDATED, None) == _identity(regions):
+        return regions
     shapes = list(regions)
     if not shapes:
         raise RegionError("empty region: no shape found")
@@ -232,7 +243,17 @@ def validate(regions: Regions | Iterable[SkyRegion]) -> Regions:
         _validate_shape(shape, number)
     if not any(is_included(shape) for shape in shapes):
         raise RegionError("the region only has exclusions ('-shape'): add an included shape")
-    return Regions(shapes)
+    valid = Regions(shapes)
+    setattr(valid, _VALIDATED, _identity(valid))
+    return valid
+
+
+_VALIDATED = "_regio_validated"
+
+
+def _identity(regions: Regions) -> tuple[int, ...]:
+    """The shapes a ``Regions`` holds, by identity (a list changed since validation differs)."""
+    return tuple(id(shape) for shape in regions)
 
 
 def _validate_shape(shape: object, number: int) -> None:
@@ -272,10 +293,17 @@ def _vertices(shape: PolygonSkyRegion) -> SkyCoord:
 
 
 def _icrs_deg(coords: SkyCoord) -> tuple[np.ndarray, np.ndarray]:
-    """ICRS RA and Dec [deg] as 1-d arrays (no frame transformation when already ICRS)."""
+    """ICRS RA and Dec [deg] as 1-d arrays: read from the stored spherical data when already
+    ICRS (no frame transformation, no representation change: ~1 us instead of ~10)."""
     if not isinstance(coords.frame, ICRS):
         coords = coords.icrs
-    return np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
+    data = coords.frame.data
+    if isinstance(data, UnitSphericalRepresentation | SphericalRepresentation):
+        lon, lat = data.lon.to_value(u.deg), data.lat.to_value(u.deg)
+    else:
+        spherical = coords.frame.represent_as(UnitSphericalRepresentation)
+        lon, lat = spherical.lon.to_value(u.deg), spherical.lat.to_value(u.deg)
+    return np.atleast_1d(lon), np.atleast_1d(lat)
 
 
 def _unit_vectors(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -371,6 +399,14 @@ def to_moc(regions: Regions | Iterable[SkyRegion], max_depth: int = DEFAULT_DEPT
     :class:`RegionError` if the shapes are invalid or nothing is left after the exclusions.
     """
     shapes = validate(regions)
+    cell_deg = MOC.order_to_spatial_resolution(max_depth).to_value(u.deg)
+    cells = sum(outline_deg(shape) for shape in shapes) / cell_deg
+    if cells > MAX_MOC_OUTLINE_CELLS:
+        raise RegionError(
+            f"the region is too large for a coverage at {cell_deg * 3600:.3g} arcsec: its "
+            f"outline crosses ~{cells:.0f} cells (max {MAX_MOC_OUTLINE_CELLS}); "
+            "use fewer or smaller shapes"
+        )
     included: list[MOC] = []
     excluded: list[MOC] = []
     for shape in shapes:
@@ -392,6 +428,31 @@ def to_moc(regions: Regions | Iterable[SkyRegion], max_depth: int = DEFAULT_DEPT
             f"({MOC.order_to_spatial_resolution(max_depth).to_value(u.arcsec):.2g} arcsec)"
         )
     return moc
+
+
+def outline_deg(shape: SkyRegion) -> float:
+    """Length of a validated shape's outline on the sky [deg] (ellipses by Ramanujan's formula
+    on the sines of their semi-axes; boxes by their four sides): what it costs to make its MOC,
+    which grows with the cells along the outline."""
+
+    def small_circle(radius_deg: float) -> float:
+        return 360.0 * abs(np.sin(np.radians(radius_deg)))
+
+    if isinstance(shape, PolygonSkyRegion):
+        xyz = _unit_vectors(*_icrs_deg(shape.vertices))
+        cosines = np.clip(np.einsum("ij,ij->i", xyz, np.roll(xyz, -1, axis=0)), -1.0, 1.0)
+        return float(np.degrees(np.arccos(cosines)).sum())
+    if isinstance(shape, CircleSkyRegion):
+        return small_circle(Angle(shape.radius).deg)
+    if isinstance(shape, CircleAnnulusSkyRegion):
+        return small_circle(Angle(shape.inner_radius).deg) + small_circle(
+            Angle(shape.outer_radius).deg
+        )
+    width, height = Angle(shape.width).deg, Angle(shape.height).deg
+    if isinstance(shape, RectangleSkyRegion):
+        return 2.0 * (width + height)
+    a, b = (np.degrees(np.sin(np.radians(x / 2))) for x in (width, height))
+    return float(np.pi * (3 * (a + b) - np.sqrt((3 * a + b) * (a + 3 * b))))
 
 
 def _union(mocs: list[MOC]) -> MOC:

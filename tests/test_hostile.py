@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from app import accounts, create_app, jobs, runs
+from app import accounts, bodies, create_app, jobs, runs
 from app.catalog import load_script
 from indexer import limits
 from tests.conftest import ROOT, app_settings
@@ -201,6 +203,28 @@ def hostile_requests() -> list[Case]:
         Case("ds9 only exclusions", "post", new, 400, "only has exclusions", _json({"source": 'icrs;-circle(1,2,3")'})),
         Case("ds9 excluded away", "post", new, 400, "exclusions remove all",
              _json({"source": 'icrs;circle(1,2,3");-circle(1,2,4\')'})),
+        # at the limits, so that everything is parsed before the last shape is refused
+        Case("ds9 full, last bad", "post", new, 400, "strictly positive",
+             _json({"source": "icrs\n" + 'circle(1,2,3")\n' * 98 + _ds9_polygon(1000) + '\ncircle(1,2,0")'})),
+        Case("ds9 100 polygons, last flat", "post", new, 400, "shape 100: the polygon has no area",
+             _json({"source": "icrs\n" + (_ds9_polygon(10) + "\n") * 99 + "polygon(1,1,1,1,1,1)"})),
+        Case("ds9 100 shapes too wide", "post", new, 400, "too large for a coverage",
+             _json({"source": "icrs\n" + "".join(f"circle({10 + i / 100},10,1)\n-circle({10 + i / 100},10,3)\n" for i in range(50))})),
+        Case("ds9 100 shapes excluded away", "post", new, 400, "exclusions remove all",
+             _json({"source": "icrs\n" + "".join(f"circle({10 + i / 1000},10,0.1)\n-circle({10 + i / 1000},10,0.3)\n" for i in range(50))})),
+        Case("json 100 shapes excluded away", "post", new, 400, "exclusions remove all",
+             _json({"source": [{"type": "circle", "ra": 10 + i / 1000, "dec": 10, "radius": 0.1 + (i % 2) * 0.2, "exclude": i % 2 == 1} for i in range(100)]})),
+        Case("ds9 polygon excluded away", "post", new, 400, "exclusions remove all",
+             _json({"source": "icrs\n" + _ds9_polygon(1000) + "\n-circle(10,10,1)"})),
+        Case("ds9 background excluded away", "post", new, 400, "background region: the region is empty",
+             _json({"source": circle, "background": "icrs\n" + _ds9_polygon(999) + "\n-circle(10,10,1)"})),
+        Case("json full, last bad", "post", new, 400, "shape 100: 'radius' must be positive",
+             _json({"source": [{"type": "circle", "ra": 1, "dec": 2, "radius": 0.01}] * 98
+                    + [{"type": "polygon", "vertices": _polygon(1000)},
+                       {"type": "circle", "ra": 1, "dec": 2, "radius": 0}]})),
+        Case("json full, last vertex bad", "post", new, 400, "vertex 1000 dec must be",
+             _json({"source": [{"type": "circle", "ra": 1, "dec": 2, "radius": 0.01}] * 99
+                    + [{"type": "polygon", "vertices": _polygon(999) + [[1, "2"]]}]})),
         Case("ds9 flat polygon", "post", new, 400, "no area", _json({"source": "icrs;polygon(1,1,1,1,1,1)"})),
         Case("ds9 annulus inverted", "post", new, 400, "outer_radius", _json({"source": 'icrs;annulus(1,2,30",20")'})),
         Case("ds9 bad background", "post", new, 400, "background region", _json({"source": circle, "background": "nonsense"})),
@@ -499,3 +523,110 @@ def test_login_with_a_malformed_email_is_a_400(accounts_world, email, fragment):
     assert response.status_code == 400
     assert fragment in response.data and b"\x00" not in response.data
     assert snapshot(accounts_world) == before
+
+
+# ------------------------------------------------------------------- the byte-level JSON scan
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(-(2.0**53), 2.0**53)
+    | st.text(alphabet=st.sampled_from('ab"\\[]{},:\t\né\u2028'), max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.sampled_from('k"\\[{,'), max_size=4), children, max_size=4
+        )
+    ),
+    max_leaves=30,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+def _items(value: Any) -> int:
+    if isinstance(value, list):
+        return len(value) + sum(_items(v) for v in value)
+    if isinstance(value, dict):
+        return len(value) + sum(_items(v) for v in value.values())
+    return 0
+
+
+@given(JSON_VALUES, st.booleans(), st.booleans())
+def test_the_byte_scan_measures_what_the_parser_builds(value, ascii_only, indent):
+    """Depth exact and item count an upper bound (empty brackets count one), whatever quotes,
+    backslashes and brackets the strings hold, escaped or raw."""
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=1 if indent else None).encode()
+    depth, items = bodies.json_shape(text)
+    assert depth == _depth(value)
+    assert _items(value) <= items <= _items(value) + 1 + text.count(b"[]") + text.count(b"{}")
+    if depth <= limits.MAX_JSON_DEPTH and items <= limits.MAX_JSON_ITEMS:
+        assert bodies.parse_json(text) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (b"[" * 17 + b"]" * 17, "nested 17 deep"),
+        (b'["' + b"[" * 100 + b'"]', None),  # brackets in a string are no nesting
+        (b'["\\"' + b"[" * 100 + b'"]', None),  # nor after an escaped quote
+        (b'["\\\\"' + b",[" * 20 + b"]" * 20 + b"]", "nested 21 deep"),  # an escaped backslash
+        (b"[" + b"0," * limits.MAX_JSON_ITEMS + b"0]", "values (max"),
+        (b'["' + b"0," * limits.MAX_JSON_ITEMS + b'0"]', None),  # commas in a string
+        (b'["\\u0000"]', "control character"),
+        (b'["\\\\u0000"]', None),  # a backslash followed by the text u0000
+        (b'["\\u001F", "\\u007f", "\\u0085"]', "control character"),
+        (b'["\\b"]', "control character"),
+        (b'["tab\\tand\\nlines\\r"]', None),
+        ('["\u0085"]'.encode(), "control character"),
+        (b"[NaN]", "NaN is not JSON"),
+        (b"[-Infinity]", "-Infinity is not JSON"),
+        (b"[1" + b"0" * 40 + b"]", "longer than 40"),
+        (b"[9007199254740993]", "larger than"),
+        (b"[-9007199254740992, 9007199254740992.0, 1e-300]", None),
+        (b"[1e16]", "larger than"),
+        (b'"\xff"', "not UTF-8"),
+        (b'\xef\xbb\xbf{"bom": 1}', None),
+        (b"", "not valid JSON"),
+    ],
+)
+def test_parse_json_refuses_with_a_reason(text, fragment):
+    if fragment is None:
+        assert bodies.parse_json(text) == json.loads(text.decode("utf-8-sig"))
+    else:
+        with pytest.raises(bodies.InputError, match=re.escape(fragment)):
+            bodies.parse_json(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("0", 0), ("12", 12), ("9" * 15, int("9" * 15)), ("²", None), ("１２", None), ("٣", None),
+     ("-1", None), ("+1", None), (" 1", None), ("1.0", None), ("", None), ("9" * 16, None)],
+)  # fmt: skip
+def test_byte_offsets_are_ascii_digits(raw, value):
+    if value is None:
+        with pytest.raises(bodies.InputError, match="digits 0-9"):
+            bodies.byte_offset(raw, "'offset'")
+    else:
+        assert bodies.byte_offset(raw, "'offset'") == value
+
+
+def test_any_get_json_is_bounded(world):
+    """``request.get_json`` (for views that do not use ``json_body``) goes through the same
+    parser: a deep body is a 400, not a RecursionError."""
+    app = world["app"]
+    with app.test_request_context(
+        "/api/x", method="POST", data="[" * 5000 + "]" * 5000, content_type="application/json"
+    ):
+        from flask import request
+        from werkzeug.exceptions import BadRequest
+
+        with pytest.raises(BadRequest):
+            request.get_json()

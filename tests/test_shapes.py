@@ -179,3 +179,27 @@ def test_the_limits_fit_each_other():
     assert len(regions) == limits.MAX_SHAPES
     assert len(regions[0].vertices) == limits.MAX_REGION_VERTICES
     assert limits.MAX_REGION_VERTICES <= limits.MAX_POLYGON_VERTICES * limits.MAX_SHAPES
+
+
+def test_the_moc_outline_is_bounded_before_any_moc_is_made():
+    """The cells along the outlines are counted before mocpy runs (its cost grows with them):
+    a region too large for the depth is refused with a message; a 20 deg circle is not."""
+    wide = shapes.parse_ds9("icrs\n" + "circle(10,10,3)\n" * 100)
+    with pytest.raises(RegionError, match="too large for a coverage at 25.8 arcsec"):
+        shapes.to_moc(wide, max_depth=13)
+    assert not shapes.to_moc(shapes.parse_ds9("icrs;circle(10,10,20)"), max_depth=13).empty()
+    # the outline lengths the count uses [deg]
+    assert shapes.outline_deg(shapes.parse_ds9("icrs;circle(0,0,90)")[0]) == pytest.approx(360)
+    assert shapes.outline_deg(shapes.parse_ds9("icrs;ellipse(0,0,1,1,0)")[0]) == pytest.approx(
+        360 * np.sin(np.radians(1)), rel=1e-4
+    )
+    square = shapes.parse_ds9("icrs;polygon(10,0,11,0,11,1,10,1)")[0]
+    assert shapes.outline_deg(square) == pytest.approx(4, rel=1e-3)
+
+
+def test_a_validated_region_is_not_checked_again_unless_changed():
+    regions = shapes.validate(shapes.parse_ds9('icrs;circle(1,2,3")'))
+    assert shapes.validate(regions) is regions
+    regions.append(CircleSkyRegion(SkyCoord(1 * u.deg, 2 * u.deg), radius=Angle(200, u.deg)))
+    with pytest.raises(RegionError, match="at most 180 deg"):
+        shapes.validate(regions)

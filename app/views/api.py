@@ -116,19 +116,25 @@ def parse_regions(body: dict[str, Any]):
     return source, background
 
 
+class _NamingIndex:
+    """The index as ``coverage_rows`` queries it, with query errors naming the region."""
+
+    def __init__(self, index, source) -> None:
+        self.index, self.source = index, source
+
+    def query(self, region):
+        try:
+            return self.index.query(region)
+        except shapes.RegionError as exc:
+            name = "source" if region is self.source else "background"
+            abort(400, description=f"{name} region: {exc}")
+
+
 def covering_rows(source, background) -> list[dict[str, Any]]:
     """The exposures covering the regions (``coverage_rows``), or a 400 for a region that
-    passes validation but covers nothing at the index's resolution (its exclusions remove all
-    of it)."""
-    index = index_or_503()
-    try:
-        return coverage_rows(index, source, background)
-    except shapes.RegionError as exc:
-        try:
-            index.region_moc(source)
-        except shapes.RegionError:
-            abort(400, description=f"source region: {exc}")
-        abort(400, description=f"background region: {exc}")
+    passes validation but has no coverage to query: its exclusions remove all of it at the
+    index's resolution, or it is too large for it (``indexer.limits.MAX_MOC_OUTLINE_CELLS``)."""
+    return coverage_rows(_NamingIndex(index_or_503(), source), source, background)
 
 
 def load_session(session_id: str, needed: str = "read") -> dict[str, Any]:
