@@ -30,8 +30,47 @@ class RunningService:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read(), dict(exc.headers)
 
+    def post(self, path: str, body: object, timeout: float = 30) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.url + path.lstrip("/"),
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
     def health(self) -> dict:
         return json.loads(self.get("/api/health")[1])
+
+    def children(self) -> dict[str, dict]:
+        """The supervisor's children as /api/health reports them, by name."""
+        return {child["name"]: child for child in self.health()["children"]}
+
+    def wait_healthy(self, timeout: float = 60, **expected_pids_not: int) -> dict:
+        """Wait until /api/health says ok with every child running (and, for each name=pid
+        given, that child running under another pid); returns the health document."""
+        deadline = time.monotonic() + timeout
+        health: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                health = self.health()
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError, TimeoutError):
+                time.sleep(0.2)
+                continue
+            children = {c["name"]: c for c in health.get("children") or []}
+            if (
+                health.get("ok")
+                and children
+                and all(c["state"] == "running" for c in children.values())
+                and all(children[n]["pid"] != pid for n, pid in expected_pids_not.items())
+            ):
+                return health
+            time.sleep(0.2)
+        raise AssertionError(f"not healthy after {timeout} s: {health}\n{self.output()[-3000:]}")
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         if self.proc.poll() is None:

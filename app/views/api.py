@@ -155,7 +155,11 @@ def session_json(session_id: str, needed: str = "read") -> dict[str, Any]:
 
 @bp.get("/health")
 def health():
-    """Service status: version, Redis reachable, RQ workers alive, index size."""
+    """Service status: version, Redis reachable, RQ workers alive, index size, and the children
+    of ``make run``'s supervisor (each one running or restarting, its pid and restarts; null when
+    the web server was started otherwise)."""
+    from app.service import read_status
+
     conn = current_app.extensions["regio.redis"]
     try:
         conn.ping()
@@ -169,7 +173,15 @@ def health():
     except IndexNotFound as exc:
         index = {"error": str(exc)}
     ok = redis_ok and "error" not in index
-    body = {"version": __version__, "ok": ok, "redis": redis_ok, "workers": workers, "index": index}
+    supervisor = read_status(settings()["INSTANCE"])
+    body = {
+        "version": __version__,
+        "ok": ok,
+        "redis": redis_ok,
+        "workers": workers,
+        "index": index,
+        "children": supervisor["children"] if supervisor else None,
+    }
     return jsonify(body), 200 if ok else 503
 
 
