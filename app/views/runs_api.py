@@ -6,12 +6,16 @@ Plain modules do the work: ``app.launch`` (checks and queues a run), ``app.catal
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
 
 from app import auth, bodies, catalog, jobs, launch, runs
@@ -24,6 +28,13 @@ bp = Blueprint("runs_api", __name__, url_prefix="/api")
 STREAM_POLL = 0.25
 #: Seconds between keep-alive comments on an idle stream (proxies close silent connections).
 STREAM_KEEPALIVE = 15.0
+#: Bytes of log a stream reads at once; it lets the other streams run between two reads.
+STREAM_CHUNK = 64 * 1024
+#: Seconds after which a stream reads its run's record again even if the database looks unchanged.
+STREAM_RECORD_REFRESH = 5.0
+#: Seconds a stream counts for its user without a refresh: the streams of a killed web process
+#: stop counting after this long (open streams refresh every third of it).
+STREAM_LEASE = 60.0
 
 
 def db_path():
@@ -170,46 +181,219 @@ def _state(run: runs.Run) -> dict[str, Any]:
     }
 
 
-def event_stream(path, run_id: str, offset: int) -> Iterator[str]:
+class _Records:
+    """The run records the open streams of this web process follow, read once for all of them.
+
+    A stream looks at its run four times a second; a thousand streams each reading SQLite every
+    time would keep a core busy. A record is read again only when the database changed, and then
+    once for every stream of that run. A change shows in the file's header: SQLite increments its
+    file change counter (bytes 24-27) at every commit in rollback-journal mode (``app.db``); its
+    size and modification time are compared too. The header is read at most every
+    ``STREAM_POLL / 5`` seconds, and a record is read again after ``STREAM_RECORD_REFRESH``
+    seconds whatever the header says. Under gevent the streams are greenlets of one thread;
+    under gthread two threads at worst read the same record twice.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, str], tuple[Any, float, runs.Run]] = {}
+        self._files: dict[str, tuple[float, Any]] = {}
+
+    def _signature(self, path: str, now: float) -> Any:
+        seen = self._files.get(path)
+        if seen is not None and now - seen[0] < STREAM_POLL / 5:
+            return seen[1]
+        try:
+            with open(path, "rb") as f:
+                header = f.read(28)
+                st = os.fstat(f.fileno())
+            signature: Any = (header[24:28], st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            signature = None
+        self._files[path] = (now, signature)
+        return signature
+
+    def get(self, path: Any, run_id: str) -> runs.Run:
+        now = time.monotonic()
+        key = (str(path), run_id)
+        signature = self._signature(key[0], now)  # taken before the read: never newer than it
+        hit = self._runs.get(key)
+        if hit is not None and hit[0] == signature and now - hit[1] < STREAM_RECORD_REFRESH:
+            return hit[2]
+        run = runs.get(path, run_id)
+        if len(self._runs) >= self.MAX_ENTRIES:
+            self._runs = {k: v for k, v in self._runs.items() if now - v[1] < STREAM_RECORD_REFRESH}
+        self._runs[key] = (signature, now, run)
+        return run
+
+
+_records = _Records()
+
+
+class StreamSlot:
+    """One live log stream counted against its user's ``REGIO_STREAMS_PER_USER``.
+
+    The count lives in Redis (a sorted set per user, members expiring ``STREAM_LEASE`` seconds
+    after their last refresh), so it holds across web processes and hosts, and the streams of a
+    killed process stop counting by themselves. Redis unreachable: the stream is let through
+    uncounted (a Redis outage must not cut the live logs, which do not need Redis).
+    """
+
+    _TAKE = """
+    local now = tonumber(ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[4])
+    redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
+    return 1
+    """
+
+    def __init__(self, conn: Any, owner: str, limit: int) -> None:
+        self.conn = conn
+        self.key = f"regio:streams:{owner}"
+        self.limit = limit
+        self.member = secrets.token_hex(8)
+        self.counted = False
+        self.next_refresh = 0.0
+
+    def take(self) -> bool:
+        """Count this stream; False when the user already has ``limit`` streams open."""
+        try:
+            taken = self.conn.eval(
+                self._TAKE, 1, self.key, time.time(), self.limit, STREAM_LEASE, self.member
+            )
+        except redis.RedisError as exc:
+            current_app.logger.warning("live log streams not counted (Redis: %s)", exc)
+            return True
+        self.counted = bool(taken)
+        self.next_refresh = time.monotonic() + STREAM_LEASE / 3
+        return self.counted
+
+    def refresh(self) -> None:
+        """Extend the lease (at most every third of it); called by the open stream."""
+        if not self.counted or time.monotonic() < self.next_refresh:
+            return
+        self.next_refresh = time.monotonic() + STREAM_LEASE / 3
+        with contextlib.suppress(redis.RedisError):
+            self.conn.zadd(self.key, {self.member: time.time() + STREAM_LEASE}, xx=True)
+            self.conn.expire(self.key, int(STREAM_LEASE) + 1)
+
+    def release(self) -> None:
+        if self.counted:
+            self.counted = False
+            with contextlib.suppress(redis.RedisError):
+                self.conn.zrem(self.key, self.member)
+
+
+def _log_line(raw: bytes) -> str:
+    """A log line as an SSE event carries it: decoded (U+FFFD for bytes that are not UTF-8) and
+    shown as a terminal would (``50%\r60%`` is ``60%``): a carriage return ends an SSE line."""
+    return raw.decode("utf-8", errors="replace").rstrip("\r").rsplit("\r", 1)[-1]
+
+
+def _utf8_complete(data: bytes) -> int:
+    """The length of ``data`` without an unfinished UTF-8 character at its end."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder.decode(data, final=False)
+    return len(data) - len(decoder.getstate()[0])
+
+
+def event_stream(path, run_id: str, offset: int, slot: StreamSlot | None = None) -> Iterator[str]:
     """Server-sent events of a run: ``log`` (one per line; id = byte offset after it), ``state``
     (phase, stage, progress: sent at start and on every change) and ``end`` once the run has
-    ended and its log is drained. Resuming with ``Last-Event-ID`` continues after that line."""
+    ended and its log is drained. Resuming with ``Last-Event-ID`` continues after that line.
+
+    Cheap enough for a thousand open streams per web process (``bench/streams.py``): every
+    ``STREAM_POLL`` seconds a stream looks at the log's size (one ``stat``) and at its run's record
+    (shared between streams, ``_Records``); it reads the log only when it grew, at most
+    ``STREAM_CHUNK`` bytes at a time, and sends what it read in one write. It waits with
+    ``time.sleep``, which gunicorn's gevent worker makes cooperative. Lines are split on ``\n``
+    only; a line longer than a chunk (the runner cuts longer ones) goes out in pieces.
+    """
     last_state = None
     last_sent = time.monotonic()
+    seen_size = -1
     yield "retry: 2000\n\n"
     while True:
-        run = runs.get(path, run_id)
+        run = _records.get(path, run_id)
         state = _state(run)
+        out = []
         if state != last_state:
-            yield _sse("state", state, offset)
-            last_state, last_sent = state, time.monotonic()
-        text, new_offset = runs.read_log(run.run_dir, offset)
-        start = offset
-        for line in text.splitlines(keepends=True):
-            if not line.endswith("\n") and not run.terminal:
-                break  # a line still being written: wait for its end
-            offset += len(line.encode())
-            yield _sse("log", line.rstrip("\n"), offset)
+            out.append(_sse("state", state, offset))
+            last_state = state
+        log_path = os.path.join(run.run_dir, runs.LOG)
+        try:
+            size = os.stat(log_path).st_size
+        except OSError:
+            size = 0
+        more = False
+        if size != seen_size or run.terminal:
+            seen_size = size
+            data = b""
+            if size > offset:
+                with contextlib.suppress(FileNotFoundError), open(log_path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read(STREAM_CHUNK)
+            *lines, rest = data.split(b"\n")
+            for raw in lines:
+                offset += len(raw) + 1
+                out.append(_sse("log", _log_line(raw), offset))
+            full = len(data) == STREAM_CHUNK
+            if rest and ((run.terminal and not full) or (full and not lines)):
+                # the last line of an ended run's log, or a piece of a line longer than a chunk
+                cut = len(rest) if not full else _utf8_complete(rest)
+                offset += cut
+                out.append(_sse("log", _log_line(rest[:cut]), offset))
+            more = full and offset < size
+        if out:
+            yield "".join(out)
             last_sent = time.monotonic()
-        if new_offset - start >= runs.MAX_LOG_CHUNK:
-            continue  # a full chunk: more of the log is waiting, read on at once
-        if run.terminal and offset >= new_offset:
+        if more:
+            seen_size = -1
+            time.sleep(0)  # let the other streams and requests run, then read on
+            continue
+        if run.terminal and offset >= size:
             yield _sse("end", state, offset)
             return
         if time.monotonic() - last_sent > STREAM_KEEPALIVE:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
+        if slot is not None:
+            slot.refresh()
         time.sleep(STREAM_POLL)
+
+
+def _stream_owner() -> str:
+    """Whose streams a request's stream counts with: the user, else the client's address."""
+    user = auth.current_user()
+    return f"user:{user.id}" if user is not None else f"address:{auth.client_address()}"
 
 
 @bp.get("/runs/<run_id>/events")
 def run_events(run_id: str):
-    """Server-sent events: log lines, state changes, end. Resumes from ``Last-Event-ID``."""
+    """Server-sent events: log lines, state changes, end. Resumes from ``Last-Event-ID``.
+
+    A user has at most ``REGIO_STREAMS_PER_USER`` streams open (429 beyond: the page then
+    follows the run by polling it)."""
     run = get_run(run_id)
     resume = request.headers.get("Last-Event-ID") or request.args.get("offset") or "0"
     resume = str(_offset_arg(resume, "Last-Event-ID (or 'offset')"))
-    stream = event_stream(db_path(), run.id, int(resume))
+    limit = settings()["STREAMS_PER_USER"]
+    slot = StreamSlot(redis_conn(), _stream_owner(), limit)
+    if not slot.take():
+        response = jsonify(
+            error="Too Many Requests",
+            message=f"you already have {limit} live log streams open (REGIO_STREAMS_PER_USER); "
+            f"close one, or poll /api/runs/{run.id} and /api/runs/{run.id}/log",
+            status=429,
+        )
+        response.status_code = 429
+        response.headers["Retry-After"] = str(int(STREAM_LEASE / 6))
+        return response
+    stream = event_stream(db_path(), run.id, int(resume), slot)
     response = Response(stream, mimetype="text/event-stream")
+    response.call_on_close(slot.release)  # also when the stream never started
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # tell nginx-like proxies not to buffer
     return response
