@@ -16,7 +16,7 @@ from chandra.events import event_keywords
 from chandra.pipeline import prepare
 from chandra.spectra import band_text, pi_band
 from regio_kit import main
-from xmm.lightcurves import light_curve, write_lightcurve
+from xmm.lightcurves import grid_anchor, light_curve, write_lightcurve
 from xmm.products import describe_epochs, describe_lightcurve, preview_stage, write_stage
 from xmm.provenance import Provenance
 from xmm.run import say
@@ -34,6 +34,7 @@ def run(inp: dict[str, Any]) -> None:
     provenance = Provenance(inp)
     observations = prepare(inp, provenance)
     min_fracexp = float(params.get("min_fracexp", 0.5))
+    anchor = grid_anchor(observations)  # one time grid for every curve of the run
 
     def write_observation(obs):
         asked = float(params.get("bin_size", 100.0))
@@ -43,7 +44,7 @@ def run(inp: dict[str, Any]) -> None:
                 f"{obs.label}: bin size {asked:g} s rounded to {bin_size:.6g} s, "
                 f"{round(bin_size / obs.events.frame_time)} frames of {obs.events.frame_time} s"
             )
-        lc = light_curve(obs, band, bin_size, min_fracexp)
+        lc = light_curve(obs, band, bin_size, min_fracexp, anchor)
         name = f"{obs.obsid}_{obs.camera}_lc.fits"
         cards = provenance.cards(obs.obsid, obs.camera)
         write_lightcurve(output_dir / name, lc, event_keywords(obs.events), cards, "channel")

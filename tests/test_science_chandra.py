@@ -223,7 +223,10 @@ def test_m82_light_curve_reads_in_stingray_and_adds_up_to_the_spectrum(m82, m82_
         assert h["EXPOSURE"] == pytest.approx(spec["SPECTRUM"].header["EXPOSURE"], rel=1e-9)
         gti = hdul["GTI"].data
         assert d["TIME"][0] - h["TIMEDEL"] / 2 == pytest.approx(gti["START"][0])
-        assert h["HDUCLAS2"] == "NET" and np.all(d["BACKV"] > 0)
+        # RATE as evselect writes it (gross COUNTS/TIMEDEL); NETRATE the exposure-corrected net
+        assert h["HDUCLAS2"] == "TOTAL" and np.all(d["BACKV"] > 0)
+        assert np.allclose(d["RATE"], d["COUNTS"] / h["TIMEDEL"], rtol=1e-6)
+        assert hdul["NETRATE"].header["HDUCLAS2"] == "NET"
         # stingray reads RATE as the rate over the whole bin and divides it by FRACEXP: on the
         # fully exposed bins it reads our RATE as it is
         full = d["FRACEXP"] == 1.0
@@ -415,7 +418,7 @@ def test_demo_light_curve_follows_the_chip_gti_and_reads_in_stingray(demo, tmp_p
     selected = independent_events(base / obs["path"], src["ra"], src["dec"], 0.0, 5 / 3600)
     (chip,) = set(selected["ccd_id"])
     with fits.open(path) as hdul:
-        h, d = hdul["RATE"].header, hdul["RATE"].data
+        h, d, net = hdul["RATE"].header, hdul["RATE"].data, hdul["NETRATE"].data
         gti = np.column_stack([hdul["GTI"].data["START"], hdul["GTI"].data["STOP"]])
     assert h["TIMEDEL"] == pytest.approx(154 * acis_demo.FRAME_TIME)  # 500 s in whole frames
     assert lc.dt == pytest.approx(h["TIMEDEL"])
@@ -431,9 +434,9 @@ def test_demo_light_curve_follows_the_chip_gti_and_reads_in_stingray(demo, tmp_p
         (d["TIME"] - h["TIMEDEL"] / 2 >= gap_start) & (d["TIME"] + h["TIMEDEL"] / 2 <= gap_stop)
     )
     # a constant source: the net rate scatters around its mean as Poisson noise does
-    good = d["QUALITY"] == 0
-    mean = np.average(d["RATE"][good], weights=1 / d["ERROR"][good] ** 2)
-    chi2 = np.sum(((d["RATE"][good] - mean) / d["ERROR"][good]) ** 2)
+    good = net["QUALITY"] == 0
+    mean = np.average(net["NET_RATE"][good], weights=1 / net["NET_ERROR"][good] ** 2)
+    chi2 = np.sum(((net["NET_RATE"][good] - mean) / net["NET_ERROR"][good]) ** 2)
     assert chi2 < good.sum() + 5 * math.sqrt(2 * good.sum())
     full = d["FRACEXP"] == 1.0
     assert np.allclose(lc.countrate[full], d["RATE"][full], rtol=1e-6)

@@ -148,7 +148,8 @@ def curve_for_plot(label: str, lc: LightCurve, t0: float) -> dict[str, Any]:
         gtimod.as_gti(list(zip(lc.gti[:-1, 1], lc.gti[1:, 0], strict=True))),
     )
     return {
-        "label": label, "time": lc.time, "rate": lc.rate, "error": lc.error, "backv": lc.backv,
+        "label": label, "time": lc.time, "rate": lc.net_rate, "error": lc.net_error,
+        "backv": lc.bkg_rate,
         "good": lc.good, "gaps": gaps, "t0": t0,
     }  # fmt: skip
 
@@ -164,7 +165,8 @@ def describe_lightcurve(
     )
     save_product(output_dir, png, "plot", f"Light curve preview {obs.label}", obs.obsid, obs.camera)
     save_product(
-        output_dir, name, "lightcurve", f"Source light curve (OGIP RATE, net of background) {obs.label}",
+        output_dir, name, "lightcurve",
+        f"Source light curve (OGIP RATE as evselect, NETRATE exposure-corrected net) {obs.label}",
         obs.obsid, obs.camera, **product_extra(obs, png),
     )  # fmt: skip
 
