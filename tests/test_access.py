@@ -605,3 +605,13 @@ def _fetch_or_none(url: str) -> int | None:
         return _fetch(url)
     except OSError:
         return None
+
+
+def test_make_run_starts_gunicorn_with_the_redacting_logger(tmp_path):
+    from app import service
+    from app import settings as settings_mod
+
+    values = settings_mod.load({"INSTANCE": tmp_path / "instance"})
+    command = service.Service(values).gunicorn_command()
+    assert command[command.index("--logger-class") + 1] == "app.redaction.GunicornLogger"
+    assert "--access-logfile" in command  # the log the logger class writes
