@@ -21,6 +21,7 @@ settings.load_profile("regio")
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT.parent / "shared" / "data" / "xmm-rxcj0958"
+LONGSLIT_DATA = ROOT.parent / "shared" / "data" / "longslit"
 
 # The small archive the tests share: generated once per test run from a fixed seed.
 SAMPLE_OBSERVATIONS = 6
@@ -70,6 +71,23 @@ def real_data(tmp_path_factory) -> Path:
         pytest.skip(f"real data set not found at {REAL_DATA} (../shared/data)")
     out = tmp_path_factory.mktemp("real") / "xmm-rxcj0958"
     shutil.copytree(REAL_DATA, out)
+    for path in out.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return out
+
+
+@pytest.fixture(scope="session")
+def longslit_data(tmp_path_factory) -> Path:
+    """A private copy of the real long-slit frames (Kast blue, SPRAT; the shared one stays
+    read-only): ``<copy>/kast_blue_2015-05-20``, ``<copy>/lt_sprat_2018-08-10``."""
+    import os
+
+    if not LONGSLIT_DATA.is_dir():
+        if os.environ.get("CI"):  # CI must really run the real-data tests
+            raise RuntimeError(f"the long-slit data set is missing: {LONGSLIT_DATA}")
+        pytest.skip(f"long-slit data set not found at {LONGSLIT_DATA} (../shared/data)")
+    out = tmp_path_factory.mktemp("longslit") / "longslit"
+    shutil.copytree(LONGSLIT_DATA, out)
     for path in out.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return out

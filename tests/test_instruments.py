@@ -23,7 +23,8 @@ def test_every_instrument_module_is_registered_with_a_complete_description():
         if not p.stem.startswith("_")
     )
     registered = instruments.all_instruments()
-    assert sorted(type(i).__module__.rsplit(".", 1)[1] for i in registered) == modules
+    # one module may register several instruments (longslit.py: one per spectrograph profile)
+    assert sorted({type(i).__module__.rsplit(".", 1)[1] for i in registered}) == modules
     assert {"xmm-epic", "chandra-acis"} <= {i.key for i in registered}
     for instrument in registered:
         data = instrument.to_json()
