@@ -62,6 +62,7 @@ from app.plumbing import die_with_parent, now
 from app.reaper import descendants
 from app.reaper import kill_tree as _kill_descendants
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
+from app.sessions import SessionNotFound, SessionStore  # loaded before rq forks a horse
 
 CANCEL_KEY = "regio:cancel:{}"
 ALIVE_KEY = "regio:alive:{}"
@@ -531,8 +532,6 @@ class Runner:
 
     def _bundle_files(self) -> dict[str, Path]:
         """The session's region files, for the bundle (none if the session is gone)."""
-        from app.sessions import SessionNotFound, SessionStore
-
         try:
             return SessionStore(self.db_path.parent).region_files(self.session_id)
         except (SessionNotFound, OSError):
