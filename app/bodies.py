@@ -100,8 +100,12 @@ def _parse_constant(name: str) -> Any:
     raise InputError(f"{name} is not JSON: numbers must be finite")
 
 
-def parse_json(data: bytes | str) -> Any:
-    """The value of a JSON text (UTF-8), or :class:`InputError` saying what is wrong with it."""
+def parse_json(data: bytes | str, refuse_controls: bool = True) -> Any:
+    """The value of a JSON text (UTF-8), or :class:`InputError` saying what is wrong with it.
+
+    ``refuse_controls=False`` keeps the bounds but lets control characters through (for JSON
+    the app made itself, such as the signed session cookie: its flashed messages may quote one).
+    """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, which json.loads refuses
@@ -111,7 +115,7 @@ def parse_json(data: bytes | str) -> Any:
         raise InputError(f"the JSON is nested {depth} deep (max {MAX_JSON_DEPTH})")
     if items > MAX_JSON_ITEMS:
         raise InputError(f"the JSON holds about {items} values (max {MAX_JSON_ITEMS})")
-    control = _JSON_CONTROL.search(data)
+    control = _JSON_CONTROL.search(data) if refuse_controls else None
     if control:
         raise InputError(
             f"control character in the JSON at byte {control.start() + 1}: "
@@ -163,8 +167,9 @@ def byte_offset(raw: str, name: str) -> int:
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON with bounded parsing: ``request.get_json`` refuses deep nesting, huge
-    numbers and control characters the way :func:`parse_json` does."""
+    """Flask's JSON with bounded parsing: ``request.get_json`` refuses deep nesting, too many
+    values and huge numbers the way :func:`parse_json` does. Control characters are left to
+    ``json_body`` (Flask reads the session cookie through this provider too)."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return parse_json(s)
+        return parse_json(s, refuse_controls=False)

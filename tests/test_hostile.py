@@ -630,3 +630,14 @@ def test_any_get_json_is_bounded(world):
 
         with pytest.raises(BadRequest):
             request.get_json()
+
+
+def test_the_session_cookie_may_hold_control_characters(accounts_world):
+    """Flask reads its signed session cookie through the app's JSON provider: a flashed
+    message quoting a control character must not make every later page fail."""
+    client = accounts_world["app"].test_client()
+    with client.session_transaction() as cookie:
+        cookie["_flashes"] = [("error", "a bell \x07 and \x1b[31m an escape")]
+    page = client.get("/login")
+    assert page.status_code == 200
+    assert b"a bell" in page.data
