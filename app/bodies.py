@@ -4,8 +4,8 @@
   bytes (numpy, linear) before ``json`` builds anything, so 5,000 nested brackets cost
   microseconds, not a RecursionError, and no body makes the parser build more than
   ``MAX_JSON_ITEMS`` objects; control characters (escaped or raw) are refused on the raw bytes too; number
-  literals go through parser hooks that refuse long ones, ``NaN``/``Infinity`` and magnitudes over
-  ``MAX_NUMBER_MAGNITUDE`` as the parser meets them, before any float is made of them.
+  literals go through parser hooks that refuse long ones, ``NaN``/``Infinity``, integers over
+  ``MAX_NUMBER_MAGNITUDE`` and floats that overflow to infinity as the parser meets them.
 - ``one_line(value, name)``: a one-line text field (a title): text, short, no control character.
 - ``byte_offset(raw, name)``: a ``?offset=`` style argument: ASCII digits only.
 
@@ -16,6 +16,7 @@ Every refusal is an :class:`InputError` whose message is for the user; the views
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -91,8 +92,8 @@ def _parse_float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
         raise InputError(f"a number is longer than {MAX_NUMBER_CHARS} characters")
     value = float(text)
-    if not abs(value) <= MAX_NUMBER_MAGNITUDE:
-        raise InputError(f"the number {text} is larger than {MAX_NUMBER_MAGNITUDE:.3g}")
+    if not math.isfinite(value):
+        raise InputError(f"the number {text} is too large: it is infinite as a float")
     return value
 
 

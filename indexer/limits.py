@@ -58,9 +58,11 @@ MAX_REGION_FILE_BYTES: int = 128 * 1024
 #: in their length to convert, and overflow a float (``10**400`` as a coordinate).
 MAX_NUMBER_CHARS: int = 40
 
-#: Largest absolute value of a JSON number: 2**53, beyond which integers are no longer exact as
-#: float64 or in the page's JavaScript. No coordinate, size, offset or script parameter comes
-#: near; a larger one is refused when the body is parsed.
+#: Largest absolute value of an integer in a JSON body, and of any number given as a sky
+#: position or size: 2**53, beyond which integers are no longer exact as float64 or in the
+#: page's JavaScript (and ``10**400`` overflows a float). Other floats need only be finite (a
+#: script parameter may be a column density of 1e22 cm^-2): a float literal beyond ~1.8e308
+#: reads as infinity and is refused when the body is parsed.
 MAX_NUMBER_MAGNITUDE: int = 2**53
 
 # ------------------------------------------------------------------------------ HTTP requests
