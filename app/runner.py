@@ -219,6 +219,8 @@ class Runner:
             proc.stdout.close()  # type: ignore[union-attr]
             code = proc.wait()
             kill_run_processes(self.run_id)  # and any process of the run left on this host
+            if runs.disarm(run.path):
+                self._say("cleared the set-user-ID/set-group-ID bits the script left on files")
             if self.log_dropped:
                 self._say(
                     f"the log was cut at REGIO_LOG_MAX_BYTES ({self.log_max} bytes): "

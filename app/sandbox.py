@@ -18,8 +18,8 @@ the work horse (``--die-with-parent``). Its file system is an empty read-only ro
   names;
 - read-write: the run folder, except its ``log.txt`` and ``input.json`` (read-only: the runner's
   log cannot be replaced or grown behind its back, the input cannot be rewritten);
-- private: ``/tmp`` (a tmpfs, also ``HOME``), ``/proc`` of its own PID namespace, a minimal
-  ``/dev``; no network but its own loopback.
+- private: ``/tmp`` (a tmpfs, also ``HOME``), ``/proc`` of its own PID namespace (read-only),
+  a minimal ``/dev``; no network but its own loopback.
 
 Everything is bound at its own path, so the paths in ``input.json`` work unchanged. A path that
 holds the sessions or instance folder (or lies inside one, other than the run folder and an
@@ -195,7 +195,9 @@ def bwrap_command(
             argv += ["--symlink", os.readlink(name), name]
         elif os.path.isdir(name):
             argv += ["--ro-bind", name, name]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    # /proc read-only: a uid-0 script (a worker running as root) must not write sysctls
+    argv += ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev"]
+    argv += ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
     for name in ETC_FILES:
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for path in plan.read_only:

@@ -211,13 +211,14 @@ def test_the_escape_script_stays_in_its_run_folder(needs_bwrap, client, env, tru
     for what in (
         "read the secret key", "read the run database", "read the other sessions",
         "write the instance", "write the scripts folder", "reach Redis",
-        "replace its log with a link to the secret key",
+        "replace its log with a link to the secret key", "write a kernel setting",
     ):  # fmt: skip
         assert f"[escape] {what}: blocked" in log, what
 
-    # the links it made are not served, at any level
+    # the links it made are not served, at any level; its set-user-ID program is disarmed
     products = json.loads(everything["products"])
-    assert [p["file"] for p in products] == ["stolen.txt"]
+    assert [p["file"] for p in products] == ["stolen.txt", "suid"]
+    assert not (run_dir / "output" / "suid").stat().st_mode & 0o6000
     for name in ("secret.txt", "instance/secret_key"):
         response = client.get(f"/api/runs/{run['id']}/products/{name}")
         assert response.status_code == 400 and b"symbolic link" in response.data, name
@@ -253,6 +254,7 @@ def test_the_fallback_still_ends_descendants_and_follows_no_link(client, env, tr
     for name, data in everything.items():
         assert seen["secret"] not in data, f"the secret key leaked through {name}"
     assert "bundle:" + run["id"] + "/log.txt" not in everything
+    assert not (seen["dir"] / "output" / "suid").stat().st_mode & 0o6000
     assert client.get(f"/api/runs/{run['id']}/products/secret.txt").status_code == 400
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -435,6 +436,20 @@ def test_the_bundle_leaves_links_and_special_files_out(run_dir, secret, tmp_path
     # the declared links are no products; the FIFO and the folder link are not listed either
     files = [p["file"] for p in runs.list_products(run_dir)]
     assert files == ["spec.pha", "stray.txt", "sub/lc.fits"]
+
+
+def test_disarm_clears_set_id_bits_and_follows_no_link(run_dir, tmp_path):
+    program = run_dir / "output" / "sub" / "suid"
+    program.write_bytes(b"#!/bin/sh\n")
+    program.chmod(0o6755)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"x")
+    outside.chmod(0o4755)
+    os.symlink(outside, run_dir / "output" / "link")
+    assert runs.disarm(run_dir) == 1
+    assert stat.S_IMODE(program.stat().st_mode) == 0o755
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o4755  # not through the link
+    assert runs.disarm(run_dir) == 0
 
 
 def test_the_runner_files_replace_what_a_script_left_under_their_names(db, stages):

@@ -8,7 +8,8 @@ It reports every attempt on stdout as ``[escape] <what>: blocked (<error>)`` or
   and an ``output/`` folder link to the instance;
 - ``everything`` adds: reading the secret key, the run database and another session's files and
   copying what it read into a product, writing into ``regio.db`` and ``accounts.db``, writing
-  into the scripts folder, reaching Redis over TCP;
+  into the scripts folder, reaching Redis over TCP, writing a kernel setting (/proc/sys);
+- in both, leaving a set-user-ID program in its output;
 - in both, a grandchild with a clean environment and a session of its own (``setsid``) that
   would run forever, its command line marked ``regio-escape-<run id>``; then the script waits
   for the file ``go`` in its run folder (the test makes it once it has seen the grandchild
@@ -74,6 +75,18 @@ def reach(address):
         return conn.recv(64)
 
 
+def rewrite_sysctl():
+    path = Path("/proc/sys/vm/swappiness")
+    path.write_text(path.read_text())
+
+
+def set_uid_copy(path):
+    path.write_bytes(Path("/bin/true").read_bytes())
+    path.chmod(0o4755)
+    if not path.stat().st_mode & 0o4000:
+        raise PermissionError("the set-user-ID bit did not stick")
+
+
 def grandchild(marker):
     """Fork twice; the grandchild starts a new session and execs a shell loop with an empty
     environment (no REGIO_RUN_ID), named ``marker``."""
@@ -114,6 +127,8 @@ def main(input_path):
         attempt("write the scripts folder", lambda: append(Path(__file__).parent / "pwned.txt"))
         if params["redis"]:
             attempt("reach Redis", lambda: reach(params["redis"]))
+        attempt("write a kernel setting", rewrite_sysctl)  # the value it holds: harmless
+    attempt("leave a set-user-ID program", lambda: set_uid_copy(out / "suid"))
     attempt("write its own output", lambda: (out / "stolen.txt").write_bytes(stolen or MARK))
 
     attempt("link a product to the secret key", lambda: os.symlink(secret, out / "secret.txt"))
