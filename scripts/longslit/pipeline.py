@@ -244,6 +244,11 @@ def run(inp: dict[str, Any]) -> None:
             if opts.wavelength_solution == "fit":
                 # the reference files are checked now, not after the long stages
                 state.wavelength_reference(target, association.arc)
+            elif association.arc is not None:
+                decision = next(d for d in association.decisions if d.used_as == "arc")
+                decision.used_as = None
+                decision.reasons.append("not used: wavelength_solution = nominal")
+                association.arc = None
             for role in ("bias", "flat"):
                 if role in association.missing((role,)):
                     say(f"[WARNING] {target.name}: no {role} of the same night and setup: "
