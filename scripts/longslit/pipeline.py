@@ -111,6 +111,8 @@ class Run:
         self.biases: dict[tuple, ccd.MasterBias] = {}
         self.flats: dict[tuple, ccd.MasterFlat] = {}
         self.records: list[dict[str, Any]] = []
+        self.standards: dict[str, dict[str, Any]] = {}
+        self.reduced: dict[Path, Reduced] = {}
         self.created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
     # -- reference files ---------------------------------------------------------------------
@@ -232,9 +234,7 @@ def run(inp: dict[str, Any]) -> None:
                 say(f"  {decision.text()}")
             if target.type not in ("science", "standard"):
                 raise ScriptError(f"{target.name} is a {target.type} frame, not a sky exposure")
-            required = tuple(target.profile.required)
-            if opts.wavelength_solution == "nominal":
-                required = tuple(r for r in required if r != "arc")
+            required = _required(target, opts)
             if opts.flux_calibration == "yes":
                 required += ("standard",)
             try:
@@ -263,17 +263,31 @@ def run(inp: dict[str, Any]) -> None:
         for k, association in enumerate(associations, 1):
             state.master_flat(association, state.master_bias(association))
             progress(k, len(associations))
-    reduced: dict[Path, Reduced] = {}
+    reduced: dict[Path, Reduced] = state.reduced
     standards: dict[Path, calibrations.Association] = {}
     with stage("reduce"):
         todo: list[calibrations.Association] = []
         for association in associations:
             todo.append(association)
             std = association.standard
-            wants_flux = opts.flux_calibration != "no" and std is not None
-            if wants_flux and std.path != association.target.path and std.path not in standards:
-                standards[std.path] = calibrations.for_frame(std.path)
-                todo.append(standards[std.path])
+            if std is None or std.path == association.target.path:
+                continue  # no standard, or the target is its own standard
+            if opts.flux_calibration == "no":
+                association.standard = None
+                continue
+            if std.path in standards:
+                continue
+            std_association = calibrations.for_frame(std.path)
+            try:
+                std_association.require(_required(std_association.target, opts))
+            except calibrations.AssociationError as exc:
+                if opts.flux_calibration == "yes":
+                    raise ScriptError(f"the standard {std.name}: {exc}") from None
+                say(f"[WARNING] the standard {std.name} cannot be reduced: {exc}")
+                association.standard = None
+                continue
+            standards[std.path] = std_association
+            todo.append(std_association)
         frames = {}
         for k, association in enumerate(todo, 1):
             target = association.target
@@ -318,6 +332,14 @@ def run(inp: dict[str, Any]) -> None:
         ):
             qa_plots(state, item, flux)
             progress(k, len(associations))
+
+
+def _required(target: FrameInfo, opts: Options) -> tuple[str, ...]:
+    """The calibrations a frame's reduction cannot do without."""
+    required = tuple(target.profile.required)
+    if opts.wavelength_solution == "nominal":
+        required = tuple(r for r in required if r != "arc")
+    return required
 
 
 def reduced_for(associations, reduced) -> list[Reduced]:
@@ -648,6 +670,11 @@ def write_products(state: Run, item: Reduced, flux: dict[str, Any]) -> None:
         **meta,
     )
     state.records.append(record(state, item, flux, medium, [spec.name, linear.name]))
+    standard = flux["standard"]
+    if standard is not None and standard.path != item.info.path:
+        state.standards.setdefault(
+            str(standard.path), standard_record(state.reduced[standard.path])
+        )
 
 
 def qa_plots(state: Run, item: Reduced, flux: dict[str, Any]) -> None:
@@ -746,6 +773,34 @@ def record(state: Run, item: Reduced, flux, medium, files) -> dict[str, Any]:
     }
 
 
+def standard_record(item: Reduced) -> dict[str, Any]:
+    """What the standard behind a sensitivity function was reduced with."""
+    sol = item.solution
+    return {
+        "frame": str(item.info.path),
+        "object": item.info.object,
+        "airmass": item.info.airmass,
+        "inputs": [
+            {
+                "role": role,
+                "file": str(frame.path),
+                "date_obs": frame.date_obs.isoformat(timespec="seconds")
+                if frame.date_obs
+                else None,
+                "sha256": sha256(frame.path),
+            }
+            for role, frame in item.association.used()
+        ],
+        "association": [d.to_json() for d in item.association.decisions],
+        "trace_row_middle": float(item.extraction.trace[len(item.extraction.trace) // 2]),
+        "wavelength": (
+            {"nlines": sol.nlines, "rms_angstrom": sol.rms_angstrom, "lag": sol.shift}
+            if sol is not None
+            else {"nominal": item.wave_note}
+        ),
+    }
+
+
 def provenance(state: Run) -> dict[str, Any]:
     return {
         "regio_version": state.inp.get("regio_version"),
@@ -755,4 +810,5 @@ def provenance(state: Run) -> dict[str, Any]:
         "parameters": state.inp.get("params", {}),
         "software": {products.PACKAGES[k]: v for k, v in products.package_versions().items()},
         "reductions": state.records,
+        "standards": list(state.standards.values()),
     }

@@ -33,6 +33,8 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import StdDevUncertainty
 
+from longslit.fluxcal import MASK_NO_FLUX
+
 PACKAGES = {
     "V_NUMPY": "numpy",
     "V_SCIPY": "scipy",
@@ -134,17 +136,20 @@ def resample(
         out = FluxConservingResampler(extrapolation_treatment="nan_fill")(spectrum, grid * u.AA)
     new_flux = np.asarray(out.flux.value, dtype=float)
     new_err = np.asarray(out.uncertainty.represent_as(StdDevUncertainty).array, dtype=float)
-    # a grid pixel carries the bits of the detector pixels it overlaps
-    edges = np.concatenate([[grid[0] - (grid[1] - grid[0]) / 2], (grid[1:] + grid[:-1]) / 2])
-    edges = np.append(edges, grid[-1] + (grid[-1] - grid[-2]) / 2)
-    index = np.clip(np.searchsorted(wave, edges), 0, len(wave) - 1)
+    # a grid pixel carries the bits of the detector pixels it overlaps (the ones whose centres
+    # fall inside it and their neighbours), and no flux where one of them has none
+    step = grid[1] - grid[0]
+    n = len(wave)
+    lo = np.clip(np.searchsorted(wave, grid - step / 2) - 1, 0, n - 1)
+    hi = np.clip(np.searchsorted(wave, grid + step / 2) + 1, 1, n)
     bits = np.zeros(len(grid), dtype=np.uint8)
     for k in range(len(grid)):
-        lo, hi = index[k], max(index[k + 1], index[k] + 1)
-        bits[k] = np.bitwise_or.reduce(mask[lo:hi]) | (0 if good[lo:hi].all() else 16)
-    bad = ~good
-    if bad.any():
-        new_flux[np.isin(np.arange(len(grid)), np.nonzero(bits & 16)[0])] = np.nan
+        bits[k] = np.bitwise_or.reduce(mask[lo[k] : hi[k]])
+        if not good[lo[k] : hi[k]].all():
+            bits[k] |= MASK_NO_FLUX
+    missing = (bits & MASK_NO_FLUX) > 0
+    new_flux[missing] = np.nan
+    new_err[missing] = np.nan
     return new_flux, new_err, bits
 
 
