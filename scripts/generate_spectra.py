@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from regio_kit import main, progress, save_product, stage
-from xmm import responses
+from xmm import oot, pileup, responses, rspcombine
 from xmm.footprint import _SKY0
 from xmm.pipeline import Observation
 from xmm.products import (
@@ -29,6 +29,7 @@ from xmm.spectra import (
     Spectrum,
     channel_grid,
     combine,
+    combine_backgrounds,
     event_keywords,
     group_min_counts,
     write_pha,
@@ -96,6 +97,65 @@ def attach_responses(
         say(f"{obs.label}: RESPFILE {choice.respfile}, ANCRFILE {choice.ancrfile}: {choice.reason}")
 
 
+def core_excision(params: dict[str, Any]):
+    """``extra_regions_for`` of prepare: the source region less a core circle (pile-up)."""
+    radius = float(params.get("excise_core_arcsec", 0.0) or 0.0)
+    if radius <= 0:
+        return None
+
+    def excise(meta: dict[str, Any], regions: dict) -> dict:
+        say(f'{meta.get("obsid")} {meta.get("camera")}: source core of {radius:g}" excised')
+        return {"source": pileup.excise_core(regions["source"], radius)}
+
+    return excise
+
+
+def pattern_plot(output_dir: Path, obs: Observation, stem: str) -> None:
+    """The epatplot-like pattern fractions of the source (see xmm.pileup), when usable."""
+    check = obs.meta.get("_pattern_check")
+    sel = obs.selected["source"]
+    if check is None or len(sel) < pileup.MIN_EVENTS:
+        return
+    png = f"{stem}_patterns.png"
+    pileup.pattern_plot(
+        output_dir / png, f"{obs.label}: {check.describe()}", sel.x, sel.y, sel.pattern, sel.pi,
+        check,
+    )  # fmt: skip
+    save_product(output_dir, png, "plot", f"Pattern fractions (pile-up) {obs.label}",
+                 obs.obsid, obs.camera, preview=png)  # fmt: skip
+
+
+def subtract_out_of_time(obs: Observation, spectra: dict[str, Spectrum], grid) -> None:
+    """Subtract the scaled spectrum of the pn out-of-time list, when the archive has it
+    (:mod:`xmm.oot`), from the source and background spectra; the log says what was done."""
+    oot_list, why = oot.find_oot_list(obs.events)
+    if oot_list is None:
+        say(f"{obs.label}: out-of-time events not subtracted: {why}")
+        return
+    submode = str(obs.events.keyword("SUBMODE", ""))
+    fraction = oot.OOT_FRACTION.get(submode)
+    if fraction is None:
+        say(f"[WARNING] {obs.label}: {why} found, but no OoT fraction is known for {submode}")
+        return
+    twin = Observation(obs.meta, oot_list, obs.regions)
+    twin.read()
+    twin.good_time = {c: g for c, g in obs.good_time.items() if c in oot_list.ccds}
+    twin.keep_good_time()
+    for name, spec in spectra.items():
+        oot_counts = grid.histogram(twin.selected[name].pi)
+        spec.counts, spec.stat_err = oot.subtract(spec.counts, oot_counts, fraction)
+        spec.history.append(
+            f"out-of-time events subtracted: {oot_list.path.name}, {int(oot_counts.sum())} "
+            f"events x {fraction} ({submode})"
+        )
+        spec.keywords["OOTFRAC"] = fraction
+        spec.keywords["OOTFILE"] = oot_list.path.name
+        say(
+            f"{obs.label}: {name}: subtracted {fraction * oot_counts.sum():.1f} out-of-time "
+            f"counts ({int(oot_counts.sum())} events of {oot_list.path.name} x {fraction})"
+        )
+
+
 def observation_spectra(obs: Observation, params: dict[str, Any]) -> dict[str, Spectrum]:
     """Source and (if a background region exists) background spectra of one observation."""
     grid = channel_grid(obs.camera, int(params.get("mos_bin", 5)))
@@ -116,11 +176,14 @@ def observation_spectra(obs: Observation, params: dict[str, Any]) -> dict[str, S
                 "ONTIME": sum(
                     w * obs.good_time_total(c) for c, w in obs.areas[name].weights().items()
                 ),
+                "LIVETIME": obs.exposure(name),
             },
             region=obs.regions[name],
             ccd_gtis=dict(obs.good_time),
         )
         out[name] = spec
+    if obs.camera == "EPN" and params.get("subtract_oot", True):
+        subtract_out_of_time(obs, out, grid)
     min_counts = int(params.get("min_counts", 0))
     if min_counts > 0:
         src = out["source"]
@@ -135,8 +198,10 @@ def run(inp: dict[str, Any]) -> None:
     observations = prepare(
         inp,
         screen_flares=bool(params.get("screen_flares", True)),
+        rescreen=bool(params.get("rescreen", False)),
         provenance=provenance,
         after_extract=check_pileup,
+        extra_regions_for=core_excision(params),
     )
     written: list[tuple[Observation, str, dict[str, Spectrum], dict[str, str]]] = []
     with stage("write products"):
@@ -151,7 +216,7 @@ def run(inp: dict[str, Any]) -> None:
             written.append((obs, stem, spectra, files))
             progress(k, len(observations))
         combined = (
-            combine_per_camera(output_dir, written, provenance)
+            combine_per_camera(output_dir, written, provenance, int(params.get("min_counts", 0)))
             if params.get("combine", True)
             else []
         )
@@ -159,6 +224,7 @@ def run(inp: dict[str, Any]) -> None:
     with stage("previews"):
         for k, (obs, stem, spectra, files) in enumerate(written, 1):
             describe_spectra(output_dir, obs, stem, spectra, files)
+            pattern_plot(output_dir, obs, stem)
             progress(k, len(written) + len(combined))
         for k, (camera, stem, spectra, files) in enumerate(combined, len(written) + 1):
             png = spectrum_png(
@@ -186,23 +252,72 @@ def run(inp: dict[str, Any]) -> None:
         save_product(output_dir, "provenance.json", "other", "Provenance of the products (JSON)")
 
 
-def combine_per_camera(output_dir: Path, written: list, provenance: Provenance) -> list:
-    """A combined spectrum per camera when more than one observation of it was processed."""
+def combine_per_camera(
+    output_dir: Path, written: list, provenance: Provenance, min_counts: int = 0
+) -> list:
+    """A combined spectrum per camera when more than one observation of it was processed.
+
+    Counts, EXPOSURE, ONTIME and LIVETIME summed; the background's BACKSCAL keeps the predicted
+    background; grouped like the inputs; the responses combined exposure-weighted
+    (:mod:`xmm.rspcombine`, as epicspeccombine) when every input has them. Refused (not written,
+    the log says why) when a correct combination is impossible: some inputs with responses and
+    others without, responses on different grids, or backgrounds for only some inputs.
+    """
     out = []
     cameras = sorted({obs.camera for obs, *_ in written})
     for camera in cameras:
         parts = [spectra for obs, _, spectra, _ in written if obs.camera == camera]
         if len(parts) < 2:
             continue
-        spectra = {"source": combine([p["source"] for p in parts], "TOTAL")}
+        sources = [p["source"] for p in parts]
+        with_resp = [s.respfile != "NONE" for s in sources]
+        refusal = None
+        if any(with_resp) and not all(with_resp):
+            refusal = "only some of the spectra have a response (RESPFILE)"
+        elif any("background" in p for p in parts) and not all("background" in p for p in parts):
+            refusal = "only some of the observations have a background spectrum"
+        elif len({s.ancrfile == "NONE" for s in sources}) > 1:
+            refusal = "only some of the spectra have an ARF (ANCRFILE)"
+        elif len({s.grid for s in sources}) > 1:
+            refusal = "the spectra are on different channel grids"
+        rsp_name = None
+        if refusal is None and all(with_resp):
+            full = sources[0].ancrfile != "NONE"
+            rsp_name = f"combined_{camera}." + ("rsp" if full else "rmf")
+            try:
+                rsp = rspcombine.combine([
+                    (output_dir / s.respfile,
+                     None if s.ancrfile == "NONE" else output_dir / s.ancrfile, s.exposure)
+                    for s in sources
+                ])  # fmt: skip
+                rspcombine.write_rsp(output_dir / rsp_name, rsp, sources[0].keywords, full)
+            except (rspcombine.ResponseMismatch, OSError, KeyError) as exc:
+                refusal = f"the responses cannot be combined: {exc}"
+        if refusal is not None:
+            say(f"[WARNING] {camera}: no combined spectrum: {refusal}")
+            continue
+        spectra = {"source": combine(sources, "TOTAL")}
         if all("background" in p for p in parts):
-            spectra["background"] = combine([p["background"] for p in parts], "BKG")
+            spectra["background"] = combine_backgrounds(
+                sources, [p["background"] for p in parts], spectra["source"]
+            )
+        src = spectra["source"]
+        if rsp_name is not None:
+            src.respfile = rsp_name
+            src.history.append(
+                f"RESPFILE {rsp_name}: the inputs' responses weighted by EXPOSURE (epicspeccombine)"
+            )
+        if min_counts > 0:
+            src.grouping, src.quality = group_min_counts(src.counts, min_counts)
         stem = f"combined_{camera}"
-        write = functools.partial(write_pha, camera=camera, extra_cards=provenance.cards())
+        write = functools.partial(
+            write_pha, camera=camera, extra_cards=provenance.cards(camera=camera)
+        )
         files = write_spectra(output_dir, stem, spectra, write)
         say(
-            f"{camera}: combined {len(parts)} observations: {spectra['source'].total_counts} counts, "
-            f"EXPOSURE {spectra['source'].exposure:.1f} s"
+            f"{camera}: combined {len(parts)} observations: {src.total_counts} counts, "
+            f"EXPOSURE {src.exposure:.1f} s, ONTIME {src.keywords['ONTIME']:.1f} s, "
+            + (f"response {rsp_name}" if rsp_name else "no response (none of the inputs has one)")
         )
         out.append((camera, stem, spectra, files))
     return out

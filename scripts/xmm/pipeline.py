@@ -33,7 +33,14 @@ from numpy.typing import NDArray
 from indexer.instruments.xmm_epic import STANDARD_FILTERS, standard_filter
 from xmm import gti as gtimod
 from xmm.events import DEFAULT_CHUNK_ROWS, EventList, EventListError, EventTable
-from xmm.flares import THRESHOLD, FlareCurve, high_energy_singles
+from xmm.flares import (
+    EXPRESSION,
+    THRESHOLD,
+    FlareCurve,
+    already_screened,
+    flag_mask,
+    high_energy_singles,
+)
 from xmm.footprint import CcdGeometry, LiveArea, live_area
 from xmm.selection import Region, RegionError, from_sky_ds9, parse_physical
 
@@ -48,27 +55,32 @@ class SkipObservation(Exception):
 
 @dataclass
 class RegionEvents:
-    """Events of one region passing the standard filters (and, after extract, the good time)."""
+    """Events of one region passing the standard filters (and, after extract, the good time).
+
+    ``pattern``: the event pattern (EPIC PATTERN, ACIS grade), for pile-up checks.
+    """
 
     time: NDArray[np.float64]
     pi: NDArray[np.int32]
     ccd: NDArray[np.int16]
     x: NDArray[np.float64]
     y: NDArray[np.float64]
+    pattern: NDArray[np.int16] = field(default_factory=lambda: np.zeros(0, np.int16))
 
     @classmethod
     def concat(cls, parts: list[RegionEvents]) -> RegionEvents:
         if not parts:
             z = np.zeros(0)
-            return cls(z, z.astype(np.int32), z.astype(np.int16), z, z)
+            return cls(z, z.astype(np.int32), z.astype(np.int16), z, z, z.astype(np.int16))
         return cls(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__)
         )
 
     def take(self, mask: NDArray[np.bool_]) -> RegionEvents:
         return RegionEvents(
-            self.time[mask], self.pi[mask], self.ccd[mask], self.x[mask], self.y[mask]
-        )
+            self.time[mask], self.pi[mask], self.ccd[mask], self.x[mask], self.y[mask],
+            self.pattern[mask],
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.time)
@@ -130,8 +142,14 @@ class EventObservation:
 
         ``x``, ``y``, ``pi``, ``ccd`` are the values of those rows (sky pixels, PI, CCD).
         """
+        pattern_column = next((c for c in ("PATTERN", "GRADE") if c in self.events.columns), None)
         for name, region in self.regions.items():
             m = region.mask(x, y)
+            pattern = (
+                self.events.column(records, pattern_column, rows[m]).astype(np.int16)
+                if pattern_column
+                else np.zeros(int(m.sum()), np.int16)
+            )
             parts[name].append(
                 RegionEvents(
                     self.events.column(records, "TIME", rows[m]).astype(np.float64),
@@ -139,6 +157,7 @@ class EventObservation:
                     ccd[m].astype(np.int16),
                     x[m],
                     y[m],
+                    pattern,
                 )
             )
 
@@ -180,6 +199,9 @@ class Observation(EventObservation):
     flare_curve: FlareCurve | None = None
     geometry: dict[int, CcdGeometry] = field(default_factory=dict)
     flare_gti: NDArray | None = None
+    #: what the screening did: status ('screened', 'already screened', 'off'), threshold,
+    #: seconds removed, the reason for not screening (see :meth:`screening_cards`)
+    screening: dict[str, Any] = field(default_factory=dict)
 
     @property
     def camera(self) -> str:
@@ -189,11 +211,10 @@ class Observation(EventObservation):
 
     def read(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         ev, cam = self.events, self.camera
-        # the flare curve spans the list's TSTART..TSTOP (the per-CCD good time, stored after
-        # the rows, is only known at the end of the pass)
-        tstart = float(ev.keyword("TSTART", 0.0))
-        tstop = float(ev.keyword("TSTOP", tstart + FLARE_BIN))
-        self.flare_curve = FlareCurve.empty(cam, tstart, tstop, FLARE_BIN)
+        # the high-energy single events are kept and binned once the good time is known (the
+        # per-CCD good time is stored after the rows)
+        self.flare_curve = FlareCurve(cam, FLARE_BIN)
+        he_mask = flag_mask(cam, ev.header)
         stride = max(1, ev.n_rows // GEOMETRY_SAMPLE)
         parts: dict[str, list[RegionEvents]] = {name: [] for name in self.regions}
         geometry: dict[int, CcdGeometry] = {}
@@ -201,7 +222,7 @@ class Observation(EventObservation):
             self.n_read += len(rec)
             flag, pattern = ev.column(rec, "FLAG"), ev.column(rec, "PATTERN")
             pi_all = ev.column(rec, "PI")
-            he = np.flatnonzero(high_energy_singles(cam, pi_all, pattern, flag))
+            he = np.flatnonzero(high_energy_singles(cam, pi_all, pattern, flag, he_mask))
             self.flare_curve.add(ev.column(rec, "TIME", he))
             good = np.flatnonzero(standard_filter(cam, flag, pattern))
             self.n_standard += len(good)
@@ -227,33 +248,74 @@ class Observation(EventObservation):
     def camera_gti(self) -> NDArray:
         return gtimod.union(*(c.gti for c in self.events.ccds.values()))
 
-    def screen(self, enabled: bool, threshold: float | None = None) -> str:
-        """Set the per-CCD good time; returns a log line describing the screening."""
+    def screen(self, enabled: bool, threshold: float | None = None, rescreen: bool = False) -> str:
+        """Set the per-CCD good time; returns a log line describing the screening.
+
+        ``enabled``: screen with the SAS rule (:mod:`xmm.flares`), unless the list's headers show
+        it was already screened and ``rescreen`` is False.
+        """
         ccds = self.events.ccds
         if not ccds:
             raise SkipObservation("the event list has no per-CCD good time (STDGTInn) extension")
         before = gtimod.total(self.camera_gti())
+        limit = THRESHOLD[self.camera] if threshold is None else threshold
+        done = already_screened(self.events.header, self.events.primary_header)
+        if enabled and done and not rescreen:
+            status, reason = "already screened", f"the list was already screened ({done})"
+            enabled = False
+        elif enabled:
+            status, reason = "screened", ""
+        else:
+            status, reason = "off", "screening not asked for"
         if enabled:
             assert self.flare_curve is not None
-            limit = THRESHOLD[self.camera] if threshold is None else threshold
             self.flare_gti = self.flare_curve.good_time(self.camera_gti(), limit)
             self.good_time = {c: gtimod.intersect(i.gti, self.flare_gti) for c, i in ccds.items()}
         else:
             self.good_time = {c: i.gti.copy() for c, i in ccds.items()}
         after = gtimod.total(gtimod.union(*self.good_time.values()))
+        self.screening = {
+            "status": status, "threshold": limit, "bin": FLARE_BIN,
+            "removed": before - after, "before": before, "reason": reason,
+            "expression": EXPRESSION[self.camera],
+        }  # fmt: skip
         if after <= 0:
             raise SkipObservation(
                 "no good time left"
                 + (" after flare screening (the whole observation is flared)" if enabled else "")
             )
-        if not enabled:
+        if status == "off":
             return f"{self.label}: flare screening off; good time {after:.0f} s"
-        limit = THRESHOLD[self.camera] if threshold is None else threshold
+        if status == "already screened":
+            return (
+                f"{self.label}: flare screening skipped: {reason}; good time {after:.0f} s "
+                "(set rescreen to screen it again)"
+            )
         return (
-            f"{self.label}: flare screening ({self.camera} high-energy single events, "
-            f"{FLARE_BIN:.0f} s bins, RATE <= {limit} counts/s): kept {after:.0f} s of "
-            f"{before:.0f} s good time ({100 * after / before:.1f} %)"
+            f"{self.label}: flare screening (evselect {EXPRESSION[self.camera]}, timebinsize "
+            f"{FLARE_BIN:.0f} s on the good-time grid; tabgtigen RATE <= {limit} counts/s): "
+            f"removed {before - after:.0f} s, kept {after:.0f} s of {before:.0f} s good time "
+            f"({100 * after / before:.1f} %)"
         )
+
+    def screening_cards(self) -> list[tuple]:
+        """FITS cards saying what the flare screening did."""
+        s = self.screening
+        if not s:
+            return []
+        cards: list[tuple] = [
+            ("FLSCREEN", s["status"], "flare screening: screened/already screened/off"),
+            ("FLTHRESH", float(s["threshold"]), "[count/s] tabgtigen RATE<= threshold"),
+            ("FLBINSIZ", float(s["bin"]), "[s] flare light-curve bin size"),
+            ("FLREMOVE", round(float(s["removed"]), 3), "[s] good time removed by screening"),
+        ]
+        if s["status"] == "screened":
+            cards.append(("HISTORY", f"flare screening: evselect {s['expression']} timebinsize="
+                          f"{s['bin']:g}; tabgtigen RATE<={s['threshold']}; removed "
+                          f"{s['removed']:.1f} s of {s['before']:.1f} s"))  # fmt: skip
+        elif s["reason"]:
+            cards.append(("HISTORY", f"flare screening not applied: {s['reason']}"))
+        return cards
 
     # --- stage 3 -----------------------------------------------------------------------------
 

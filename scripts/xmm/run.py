@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from regio_kit import ScriptError, progress, stage
+from xmm import pileup
 from xmm.pipeline import (
     EventObservation,
     ExtraRegions,
@@ -46,6 +47,7 @@ def prepare(
     inp: dict[str, Any],
     *,
     screen_flares: bool | None,
+    rescreen: bool = False,
     extra_regions_for: ExtraRegions | None = None,
     provenance: Provenance,
     opener: Opener = open_observation,
@@ -88,7 +90,7 @@ def prepare(
             kept = []
             for k, obs in enumerate(observations, 1):
                 try:
-                    say(obs.screen(screen_flares))
+                    say(obs.screen(screen_flares, rescreen=rescreen))
                     kept.append(obs)
                 except SkipObservation as exc:
                     skip(obs.label, str(exc))
@@ -143,16 +145,28 @@ def _extract(obs: EventObservation) -> None:
 
 
 def check_pileup(obs: Observation) -> None:
-    """EPIC pile-up risk: counts per frame at the source's brightest spot against the UHB limit."""
+    """EPIC pile-up: counts per frame at the source's brightest spot against the UHB limit, and
+    the epatplot-like pattern check (:mod:`xmm.pileup`: doubles fraction of the core against the
+    wings); either flags the risk in the log and the products' headers."""
     counts_per_frame = peak_counts_per_frame(obs, obs.exposure("source"))
     obs.meta["_counts_per_frame"] = counts_per_frame
     limit = PILEUP_COUNTS_PER_FRAME[obs.camera]
-    obs.meta["_pileup"] = counts_per_frame > limit
-    if obs.meta["_pileup"]:
+    sel = obs.selected["source"]
+    check = pileup.pattern_check(sel.x, sel.y, sel.pattern, sel.pi)
+    obs.meta["_pattern_check"] = check
+    rate_high = counts_per_frame > limit
+    obs.meta["_pileup"] = bool(rate_high or check.piled)
+    say(f"{obs.label}: pile-up pattern check: {check.describe()}")
+    if rate_high:
         say(
             f"[WARNING] {obs.label}: pile-up risk: {counts_per_frame:.2f} counts per "
             f"{obs.events.frame_time:.4g} s frame from the brightest spot of the source region "
-            f"(limit {limit:.2f}); check with epatplot, or excise the core with an annulus"
+            f"(limit {limit:.2f}); check the pattern plot, or excise the core with an annulus"
+        )
+    if check.piled:
+        say(
+            f"[WARNING] {obs.label}: pile-up seen in the pattern fractions ({check.describe()}); "
+            "excise the core with an annulus (excise_core_arcsec)"
         )
 
 
@@ -177,7 +191,9 @@ def peak_counts_per_frame(obs: Observation, exposure: float) -> float:
 
 
 def pileup_cards(obs: Observation) -> list[tuple]:
-    cards = [
+    """The checks' cards: flare screening (what it did) and pile-up risk."""
+    cards = obs.screening_cards() if hasattr(obs, "screening_cards") else []
+    cards += [
         ("FRMTIME", obs.events.frame_time * 1000.0, "[ms] frame integration time"),
         (
             "CTSFRAME",
@@ -187,9 +203,16 @@ def pileup_cards(obs: Observation) -> list[tuple]:
         (
             "PILEUP",
             bool(obs.meta.get("_pileup", False)),
-            "pile-up risk (rate per frame above UHB limit)",
+            "pile-up risk (rate per frame or pattern check)",
         ),
     ]
+    check = obs.meta.get("_pattern_check")
+    if check is not None and check.usable:
+        cards += [
+            ("PATDCORE", round(check.core[0], 5), "doubles fraction D/(S+D), core"),
+            ("PATDWING", round(check.wings[0], 5), "doubles fraction D/(S+D), wings"),
+            ("PATDSIG", round(check.significance, 3), "[sigma] core excess over the wings"),
+        ]
     if obs.meta.get("_pileup"):
         cards.append(("COMMENT", "WARNING: pile-up risk in the source region (see CTSFRAME)"))
     return cards

@@ -113,10 +113,12 @@ class Spectrum:
     grouping: NDArray | None = None
     quality: NDArray | None = None
     history: list[str] = field(default_factory=list)
+    #: errors when the counts are no longer Poisson (pn out-of-time events subtracted)
+    stat_err: NDArray | None = None
 
     @property
     def total_counts(self) -> int:
-        return int(self.counts.sum())
+        return int(round(float(self.counts.sum())))
 
 
 def group_min_counts(counts: NDArray, min_counts: int) -> tuple[NDArray, NDArray]:
@@ -282,10 +284,14 @@ def spectrum_hdu(spec: Spectrum, exposure_comment: str, backscal_comment: str) -
     CORRFILE, CORRSCAL, RESPFILE, ANCRFILE, DETCHANS, CHANTYPE 'PI', POISSERR, HDUCLASn.
     """
     grid = spec.grid
-    cols = [
-        fits.Column(name="CHANNEL", format="I", array=grid.channels.astype(np.int16)),
-        fits.Column(name="COUNTS", format="J", unit="count", array=spec.counts.astype(np.int32)),
-    ]
+    cols = [fits.Column(name="CHANNEL", format="I", array=grid.channels.astype(np.int16))]
+    if spec.stat_err is None:
+        counts = spec.counts.astype(np.int32)
+        cols.append(fits.Column(name="COUNTS", format="J", unit="count", array=counts))
+    else:
+        counts = spec.counts.astype(np.float32)
+        cols.append(fits.Column(name="COUNTS", format="E", unit="count", array=counts))
+        cols.append(fits.Column(name="STAT_ERR", format="E", unit="count", array=spec.stat_err))
     if spec.grouping is not None and spec.quality is not None:
         cols.append(fits.Column(name="QUALITY", format="I", array=spec.quality))
         cols.append(fits.Column(name="GROUPING", format="I", array=spec.grouping))
@@ -314,8 +320,11 @@ def spectrum_hdu(spec: Spectrum, exposure_comment: str, backscal_comment: str) -
     h["PHAVERSN"] = ("1992a", "obsolete")
     h["DETCHANS"] = (grid.n, "Total number of possible channels")
     h["CHANTYPE"] = ("PI", "Channel type (PHA, PI etc)")
-    h["POISSERR"] = (True, "Poissonian errors to be assumed")
-    h["STAT_ERR"] = (0, "no statistical error specified")
+    if spec.stat_err is None:
+        h["POISSERR"] = (True, "Poissonian errors to be assumed")
+        h["STAT_ERR"] = (0, "no statistical error specified")
+    else:
+        h["POISSERR"] = (False, "errors in the STAT_ERR column")
     h["SYS_ERR"] = (0, "no systematic error specified")
     if spec.grouping is None:
         h["QUALITY"] = (0, "All channels have good quality")
@@ -399,7 +408,8 @@ def _selection_expression(region: Region, camera: str) -> str:
 
 
 def combine(spectra: list[Spectrum], kind: str) -> Spectrum:
-    """Sum spectra of one camera: counts and exposure summed, BACKSCAL exposure-weighted."""
+    """Sum spectra of one camera (as ``epicspeccombine``): counts, EXPOSURE, ONTIME and LIVETIME
+    summed, BACKSCAL exposure-weighted; one HISTORY line per input spectrum."""
     exposure = sum(s.exposure for s in spectra)
     backscal = sum(s.backscal * s.exposure for s in spectra) / exposure if exposure > 0 else 0.0
     first = spectra[0]
@@ -409,16 +419,48 @@ def combine(spectra: list[Spectrum], kind: str) -> Spectrum:
     keywords["OBS_ID"] = "COMBINED"
     keywords["NOBSCOMB"] = len(spectra)
     keywords["DATE-END"] = spectra[-1].keywords.get("DATE-END", "")
+    keywords["ONTIME"] = float(sum(float(s.keywords.get("ONTIME", 0.0)) for s in spectra))
+    keywords["LIVETIME"] = float(
+        sum(float(s.keywords.get("LIVETIME", s.exposure)) for s in spectra)
+    )
+    errors = [s.stat_err if s.stat_err is not None else np.sqrt(s.counts) for s in spectra]
+    poisson = all(s.stat_err is None for s in spectra)
     return Spectrum(
+        stat_err=None if poisson else np.sqrt(np.sum([e**2 for e in errors], axis=0)),
         counts=np.sum([s.counts for s in spectra], axis=0),
         grid=first.grid,
         exposure=exposure,
         backscal=backscal,
         kind=kind,
         keywords=keywords,
-        respfile=first.respfile,
-        history=[
-            f"sum of {len(spectra)} spectra: "
-            + ", ".join(f"{s.keywords.get('OBS_ID')} ({s.exposure:.0f} s)" for s in spectra)
+        history=[f"sum of {len(spectra)} spectra ({kind}):"]
+        + [
+            f"  {s.keywords.get('OBS_ID')} {s.keywords.get('INSTRUME')}: {s.total_counts} counts, "
+            f"EXPOSURE {s.exposure:.1f} s, BACKSCAL {s.backscal:.6g}"
+            for s in spectra
         ],
     )
+
+
+def combine_backgrounds(
+    sources: list[Spectrum], backgrounds: list[Spectrum], source: Spectrum
+) -> Spectrum:
+    """The sum of the backgrounds, its BACKSCAL set so that the background it predicts in the
+    combined source, ``B (BACKSCAL_src/BACKSCAL_bkg) (EXPOSURE_src/EXPOSURE_bkg)``, equals the
+    sum of what each background predicts in its own source spectrum (when the backgrounds hold
+    no counts: exposure-weighted, like the source)."""
+    out = combine(backgrounds, "BKG")
+    predicted = sum(
+        b.total_counts * (s.backscal / b.backscal) * (s.exposure / b.exposure)
+        for s, b in zip(sources, backgrounds, strict=True)
+        if b.backscal > 0 and b.exposure > 0
+    )
+    if out.total_counts > 0 and predicted > 0:
+        out.backscal = (
+            out.total_counts * source.backscal * source.exposure / (out.exposure * predicted)
+        )
+        out.history.append(
+            "BACKSCAL set so the combined background predicts the sum of the predicted "
+            f"backgrounds: {predicted:.3f} counts"
+        )
+    return out
