@@ -5,6 +5,8 @@ Commands:
   settings       print every setting with its current value and help
   create-user    create an account (the password is read from a file, never the command line)
   create-token   print a new API token for an account
+  ingest         keep the index current and start the runs of standing requests (app.ingest)
+  cron           fire the schedules (app.automation_cron, on rq's cron scheduler)
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("create-token", help="print a new API token for an account")
     token.add_argument("email", metavar="EMAIL")
     token.add_argument("--name", default="", help="what the token is for (shown in token lists)")
+    sub.add_parser(
+        "ingest", help="watch the archive, update the index, start standing requests' runs"
+    )
+    sub.add_parser("cron", help="fire the schedules (rq's cron scheduler)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -54,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         return _create_user(values, args)
     if args.command == "create-token":
         return _create_token(values, args)
+    if args.command == "ingest":
+        from app.ingest import main as ingest_main
+
+        return ingest_main(values)
+    if args.command == "cron":
+        from app.automation_cron import main as cron_main
+
+        return cron_main(values)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -39,10 +39,14 @@ def pixel_regions(row: dict[str, Any], source, background) -> dict[str, str | No
     }
 
 
-def for_session(store: SessionStore, session_id: str) -> tuple[dict, list[dict[str, Any]]]:
-    """``(regions, observations)`` for a run's input file. Raises ``InputError`` with a message."""
+def for_session(
+    store: SessionStore, session_id: str, rows: list[dict[str, Any]] | None = None
+) -> tuple[dict, list[dict[str, Any]]]:
+    """``(regions, observations)`` for a run's input file: the session's selected exposures, or
+    the coverage ``rows`` given (a standing request's new data). Raises ``InputError`` with a
+    message."""
     source, background = store.regions(session_id)
-    selected = store.selected_rows(session_id)
+    selected = store.selected_rows(session_id) if rows is None else rows
     if not selected:
         raise InputError("no observation is selected: select at least one covering observation")
     observations = []

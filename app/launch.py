@@ -37,26 +37,48 @@ def launch(
     name: Any,
     params: Any,
     owner: str = "",
+    *,
+    trigger: str = "manual",
+    trigger_detail: Mapping[str, Any] | None = None,
+    exposures: list[str] | None = None,
 ) -> runs.Run:
     """Check and queue a run of script ``name`` with ``params`` on the session's selection.
+
+    Parameters not given take the saved defaults of the session's owner (``owner``), then the
+    site's (``app.automation.saved_defaults``), then the manifest's. ``exposures`` (ids of
+    exposures covering the session) replaces the selection: a standing request runs on the new
+    data only. ``trigger`` and ``trigger_detail`` go to the run record (``runs.create``).
 
     Raises :class:`LaunchError` (unknown script, bad parameters, data the script does not
     accept, nothing to process) before anything is written.
     """
+    from app import automation  # automation launches runs: imported here, not at the top
+
     if not isinstance(name, str) or name not in scripts:
         raise LaunchError(f"unknown script {name!r:.60}; see GET /api/scripts")
     script = scripts[name]
     if params is not None and not isinstance(params, Mapping):
         raise LaunchError("'params' must be an object of parameter values")
+    saved = automation.saved_defaults(automation.db_path(Path(db_path).parent), owner, script)
     try:
-        checked = catalog.validate_params(script, params or {})
+        checked = catalog.validate_params(script, {**saved, **(params or {})})
     except catalog.ParamError as exc:
         raise LaunchError(str(exc)) from None
-    problem = script.mismatch(store.selected_rows(session_id))
+    if exposures is None:
+        rows = store.selected_rows(session_id)
+    else:
+        covering = {r["exposure_id"]: r for r in store.get(session_id)["coverage"]}
+        missing = [e for e in exposures if e not in covering]
+        if missing:
+            raise LaunchError(
+                f"exposure {missing[0]!s:.60} does not cover the session's source region"
+            )
+        rows = [covering[e] for e in exposures]
+    problem = script.mismatch(rows)
     if problem:
         raise LaunchError(problem + "; change the selection or choose another script")
     try:
-        regions, observations = inputs.for_session(store, session_id)
+        regions, observations = inputs.for_session(store, session_id, rows=rows)
     except inputs.InputError as exc:
         raise LaunchError(str(exc)) from None
     run_id = runs.new_run_id()
@@ -70,6 +92,8 @@ def launch(
         regions=regions,
         observations=observations,
         run_id=run_id,
+        trigger=trigger,
+        trigger_detail=trigger_detail,
     )
     jobs.enqueue(run, script, redis_conn, db_path)
     return run

@@ -72,7 +72,14 @@ def _one_line(text: str) -> str:
 
 
 def run_email(run: Run, event: str, base_url: str) -> tuple[str, str]:
-    """The subject and text of the e-mail for a run's ``event``."""
+    """The subject and text of the e-mail for a run's ``event`` (an automatic run's says what
+    started it)."""
+    subject, body = _run_email(run, event, base_url)
+    why = trigger_text(run)
+    return subject, (f"{body}\n{why}.\n" if why else body)
+
+
+def _run_email(run: Run, event: str, base_url: str) -> tuple[str, str]:
     links = run_links(run, base_url)
     what = f"Run {run.id} of {run.script}"
     if event == "started":
@@ -102,8 +109,34 @@ def run_email(run: Run, event: str, base_url: str) -> tuple[str, str]:
     )
 
 
+def trigger_json(run: Run) -> dict[str, Any]:
+    """What started the run: ``{"kind": manual | standing | schedule, "id", "detail"}``."""
+    kind, _, ident = (run.trigger or "manual").partition(":")
+    return {"kind": kind, "id": ident or None, "detail": run.trigger_detail}
+
+
+def trigger_text(run: Run) -> str:
+    """One sentence saying what started an automatic run ('' for a manual one)."""
+    trigger, detail = trigger_json(run), run.trigger_detail or {}
+    if trigger["kind"] == "standing":
+        new = detail.get("new_exposures") or []
+        shown = ", ".join(map(str, new[:5])) + (f" and {len(new) - 5} more" if len(new) > 5 else "")
+        return _one_line(
+            f"Started by standing request {trigger['id']}"
+            + (f" ({detail['title']})" if detail.get("title") else "")
+            + (f": new data {shown}" if shown else "")
+        )
+    if trigger["kind"] == "schedule":
+        return _one_line(
+            f"Started by schedule {trigger['id']}"
+            + (f" ({detail['title']})" if detail.get("title") else "")
+            + (f" at its tick {detail['tick']}" if detail.get("tick") else "")
+        )
+    return ""
+
+
 def webhook_payload(run: Run, event: str, base_url: str) -> dict[str, Any]:
-    """The JSON a webhook receives for a run's ``event``."""
+    """The JSON a webhook receives for a run's ``event``; ``trigger`` says what started it."""
     keys = ("id", "session_id", "script", "phase", "stage", "error", "failing_stage")
     return {
         "event": event,
@@ -113,6 +146,7 @@ def webhook_payload(run: Run, event: str, base_url: str) -> dict[str, Any]:
             "started": run.started,
             "ended": run.ended,
         },
+        "trigger": trigger_json(run),
         "links": run_links(run, base_url),
     }
 

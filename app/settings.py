@@ -220,6 +220,27 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
     ),
     Setting(
+        "INGEST_SETTLE",
+        2,
+        "Seconds a new archive file must stay unchanged before `python -m app ingest` indexes it "
+        "(a file still being copied waits).",
+        "int",
+    ),
+    Setting(
+        "INGEST_RESCAN",
+        60,
+        "Seconds between two full rescans of the archive by `python -m app ingest`, for file "
+        "systems that send no change events (NFS).",
+        "int",
+    ),
+    Setting(
+        "SCHEDULE_MIN_INTERVAL",
+        60,
+        "Shortest period, in seconds, a schedule given by 'interval' may have (cron schedules "
+        "tick at most once a minute).",
+        "int",
+    ),
+    Setting(
         "WEBHOOK_ALLOW_PRIVATE",
         False,
         "Let webhooks reach loopback, private and link-local addresses (off: users cannot make "
@@ -269,7 +290,13 @@ def _check(values: Mapping[str, Any]) -> None:
     for name in ("WORKERS", "WEB_THREADS", "DEMO_OBSERVATIONS"):
         if values[name] < (0 if name == "WORKERS" else 1):
             raise SettingError(f"REGIO_{name} is out of range: {values[name]}")
-    for name, least in (("WEB_CONNECTIONS", 10), ("STREAMS_PER_USER", 1)):
+    for name, least in (
+        ("WEB_CONNECTIONS", 10),
+        ("STREAMS_PER_USER", 1),
+        ("INGEST_SETTLE", 0),
+        ("INGEST_RESCAN", 1),
+        ("SCHEDULE_MIN_INTERVAL", 1),
+    ):
         if values[name] < least:
             raise SettingError(f"REGIO_{name} must be at least {least}, not {values[name]}")
     if values["WEB_WORKER_CLASS"] not in WEB_WORKER_CLASSES:
