@@ -53,6 +53,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from app import auth
     from app.views import admin, api, pages, runs_api
     from app.views import auth as auth_views
+    from app.views import automation as automation_views
     from app.views import hips as hips_views
 
     app.register_blueprint(pages.bp)
@@ -62,6 +63,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     auth.init_app(app)
     app.register_blueprint(hips_views.bp)
+    app.register_blueprint(automation_views.bp)
 
     @app.after_request
     def add_version(response):

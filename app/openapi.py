@@ -298,6 +298,102 @@ PATHS |= {
     },
 }  # fmt: skip
 
+_RUN_FILTERS = [
+    {"name": name, "in": "query", "schema": schema, "description": text}
+    for name, schema, text in (
+        ("session", {"type": "string"}, "runs of one session"),
+        ("script", {"type": "string"}, "runs of one script"),
+        ("phase", {"enum": ["QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED"]}, "phase"),
+        (
+            "trigger",
+            {"type": "string"},
+            "manual, standing, schedule, or one of them: standing:<id>, schedule:<id>",
+        ),
+        ("since", {"type": "string"}, "created on or after this date (YYYY-MM-DD) or time"),
+        ("until", {"type": "string"}, "created on or before this date (YYYY-MM-DD) or time"),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size (50)"),
+        ("offset", {"type": "integer", "minimum": 0}, "runs to skip"),
+    )
+]
+
+PATHS |= {
+    "/api/runs": {
+        "get": {
+            **_op("Runs across the sessions the user may see, newest first, with product counts "
+                  "(and marks), duration and links; filtered", schema=ref("RunPage"),
+                  errors=(400, 404)),
+            "parameters": _RUN_FILTERS,
+        }
+    },
+    "/api/runs/{run_id}/review": {
+        "get": _op("The run's products with their marks (valid / rejected, who, when) and "
+                   "comments; the run's own comments", schema=ref("Review"), errors=(404,))
+    },
+    "/api/runs/{run_id}/review/marks": {
+        "put": _op("Mark a product of an ended run valid or rejected, or clear its mark (write "
+                   "access; the bundle is made again with review.json)", schema={"type": "object"},
+                   body="MarkIn", errors=(400, 403, 404, 409, 415))
+    },
+    "/api/runs/{run_id}/review/comments": {
+        "post": _op("Comment on a product of an ended run, or on the run (product null; write "
+                    "access)", ok="201", schema=ref("Comment"), body="CommentIn",
+                    errors=(400, 403, 404, 409, 415))
+    },
+    "/api/runs/{run_id}/review/comments/{comment_id}": {
+        "delete": _op("Remove a comment (its author, or the session's owner)", ok="204",
+                      errors=(403, 404, 409))
+    },
+    "/api/standing-requests": {
+        "get": _op("Standing requests of every session the user may see",
+                   schema={"type": "array", "items": ref("StandingRequest")})
+    },
+    "/api/sessions/{session_id}/standing-requests": {
+        "get": _op("Standing requests of a session",
+                   schema={"type": "array", "items": ref("StandingRequest")}, errors=(404,)),
+        "post": _op("Make the session a standing request: whenever new data of these instruments "
+                    "cover its source region, run these scripts (owner or staff)", ok="201",
+                    schema=ref("StandingRequest"), body="StandingRequestIn",
+                    errors=(400, 403, 404, 415)),
+    },
+    "/api/standing-requests/{request_id}": {
+        "get": _op("A standing request", schema=ref("StandingRequest"), errors=(404,)),
+        "patch": _op("Change a standing request (enabled: false pauses it)",
+                     schema=ref("StandingRequest"), body="StandingRequestIn",
+                     errors=(400, 403, 404, 415)),
+        "delete": _op("Delete a standing request", ok="204", errors=(403, 404)),
+    },
+    "/api/schedules": {
+        "get": _op("Schedules of every session the user may see",
+                   schema={"type": "array", "items": ref("Schedule")})
+    },
+    "/api/sessions/{session_id}/schedules": {
+        "get": _op("Schedules of a session", schema={"type": "array", "items": ref("Schedule")},
+                   errors=(404,)),
+        "post": _op("Run a script periodically on the session's selection: a cron expression "
+                    "or an interval (owner or staff)", ok="201", schema=ref("Schedule"),
+                    body="ScheduleIn", errors=(400, 403, 404, 415)),
+    },
+    "/api/schedules/{schedule_id}": {
+        "get": _op("A schedule, with its next firing", schema=ref("Schedule"), errors=(404,)),
+        "patch": _op("Change a schedule (a new timing starts from now)", schema=ref("Schedule"),
+                     body="ScheduleIn", errors=(400, 403, 404, 415)),
+        "delete": _op("Delete a schedule", ok="204", errors=(403, 404)),
+    },
+    "/api/defaults": {
+        "get": _op("Saved default parameters per script: the site's and the user's own",
+                   schema=ref("Defaults"))
+    },
+    "/api/defaults/{script_name}": {
+        "put": _op("Save default values for some parameters of a script (scope user, or site "
+                   "for staff); the launch form, schedules and standing requests use them",
+                   schema={"type": "object"}, body="DefaultsIn", errors=(400, 403, 404, 415)),
+        "delete": {
+            **_op("Forget the saved defaults of a script", ok="204", errors=(400, 403, 404)),
+            "parameters": [{"name": "scope", "in": "query", "schema": {"enum": ["user", "site"]}}],
+        },
+    },
+}  # fmt: skip
+
 _REGION_FILES = {
     "schema": {
         "type": "object",
@@ -392,6 +488,186 @@ SCHEMAS |= {
             "camera": {"type": ["string", "null"]},
             "size": {"type": "integer", "description": "[bytes]"},
             "url": {"type": "string"},
+        },
+    },
+}
+
+
+_TRIGGER = {
+    "type": "string",
+    "description": "what started the run: manual, standing:<request id> or schedule:<id>",
+}
+SCHEMAS["Run"]["properties"] |= {
+    "trigger": _TRIGGER,
+    "trigger_detail": {
+        "type": ["object", "null"],
+        "description": "what the trigger saw: a standing request's new exposures and when they "
+        "were seen, a schedule's tick",
+    },
+}
+_MARK = {
+    "type": ["object", "null"],
+    "properties": {
+        "mark": {"enum": ["valid", "rejected"]},
+        "by": {"type": "string", "description": "user id"},
+        "by_name": {"type": "string"},
+        "at": {"type": "string"},
+    },
+}
+SCHEMAS |= {
+    "RunPage": {
+        "type": "object",
+        "properties": {
+            "runs": {
+                "type": "array",
+                "items": {
+                    "allOf": [ref("Run")],
+                    "properties": {
+                        "session_title": {"type": "string"},
+                        "duration": {"type": ["number", "null"], "description": "[s]"},
+                        "products": {
+                            "type": "object",
+                            "properties": {
+                                "count": {"type": "integer"},
+                                "valid": {"type": "integer"},
+                                "rejected": {"type": "integer"},
+                                "comments": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "sessions": {"type": "array", "items": {"type": "object"}},
+            "scripts": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Comment": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "product": {"type": ["string", "null"]},
+            "author": {"type": "string", "description": "user id ('' without accounts)"},
+            "author_name": {"type": "string"},
+            "at": {"type": "string"},
+            "text": {"type": "string"},
+        },
+    },
+    "Review": {
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string"},
+            "products": {
+                "type": "array",
+                "items": {
+                    "allOf": [ref("Product")],
+                    "properties": {
+                        "mark": _MARK,
+                        "comments": {"type": "array", "items": ref("Comment")},
+                    },
+                },
+            },
+            "comments": {"type": "array", "items": ref("Comment")},
+            "orphans": {"type": "array", "items": {"type": "object"}},
+            "can_review": {"type": "boolean"},
+        },
+    },
+    "MarkIn": {
+        "type": "object",
+        "required": ["product", "mark"],
+        "properties": {
+            "product": {"type": "string", "description": "a product's file"},
+            "mark": {"enum": ["valid", "rejected", None]},
+        },
+    },
+    "CommentIn": {
+        "type": "object",
+        "required": ["text"],
+        "properties": {
+            "product": {"type": ["string", "null"]},
+            "text": {"type": "string", "maxLength": 4000},
+        },
+    },
+    "ScriptRun": {
+        "type": "object",
+        "required": ["script"],
+        "properties": {"script": {"type": "string"}, "params": {"type": "object"}},
+    },
+    "StandingRequestIn": {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 200},
+            "instruments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "MISSION/INSTRUMENT names (GET /api/instruments); empty: any",
+            },
+            "scripts": {"type": "array", "items": ref("ScriptRun"), "minItems": 1},
+            "scope": {"enum": ["new", "all"], "description": "run on the new data only, or all"},
+            "min_coverage": {"type": "number", "minimum": 0, "maximum": 1},
+            "enabled": {"type": "boolean"},
+        },
+    },
+    "StandingRequest": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "session_id": {"type": "string"},
+            "owner": {"type": "string"},
+            "title": {"type": "string"},
+            "instruments": {"type": "array", "items": {"type": "string"}},
+            "scripts": {"type": "array", "items": ref("ScriptRun")},
+            "scope": {"enum": ["new", "all"]},
+            "min_coverage": {"type": "number"},
+            "enabled": {"type": "boolean"},
+            "created": {"type": "string"},
+            "last_triggered": {"type": ["string", "null"]},
+            "last_runs": {"type": "array", "items": {"type": "string"}},
+            "last_error": {"type": ["string", "null"]},
+        },
+    },
+    "ScheduleIn": {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 200},
+            "script": {"type": "string"},
+            "params": {"type": "object"},
+            "cron": {"type": "string", "description": "5 fields or @daily...; e.g. '0 2 * * *'"},
+            "interval": {"type": "integer", "description": "[s], instead of cron"},
+            "timezone": {"type": "string", "description": "IANA name of the cron's zone (UTC)"},
+            "enabled": {"type": "boolean"},
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "session_id": {"type": "string"},
+            "script": {"type": "string"},
+            "params": {"type": "object"},
+            "cron": {"type": ["string", "null"]},
+            "interval": {"type": ["integer", "null"]},
+            "timezone": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "next_fire": {"type": ["string", "null"]},
+            "last_fired": {"type": ["string", "null"]},
+            "last_run_id": {"type": ["string", "null"]},
+            "last_error": {"type": ["string", "null"]},
+        },
+    },
+    "DefaultsIn": {
+        "type": "object",
+        "required": ["params"],
+        "properties": {"params": {"type": "object"}, "scope": {"enum": ["user", "site"]}},
+    },
+    "Defaults": {
+        "type": "object",
+        "properties": {
+            "site": {"type": "object", "description": "script -> {params, updated, updated_by}"},
+            "user": {"type": ["object", "null"]},
+            "can_edit_site": {"type": "boolean"},
         },
     },
 }

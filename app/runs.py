@@ -799,14 +799,17 @@ def bundle(
     run_dir: Path | str,
     extra_files: Mapping[str, Path | str] | None = None,
     dest: Path | str | None = None,
+    extra_data: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """A zip of the run: products, log, input, provenance, plus ``extra_files``.
+    """A zip of the run: products, log, input, provenance, plus ``extra_files`` and
+    ``extra_data``.
 
     ``extra_files`` maps names in the archive (``"regions/source.reg"``) to files (e.g. the
-    session's regions). Everything sits under a top folder named after the run folder. Every
-    member is opened without following symbolic links (``open_run_file``): a link or a file that
-    vanished is left out. The zip is written to ``dest`` (default ``<run_dir>/bundle.zip``)
-    atomically; returns its path.
+    session's regions); ``extra_data`` maps names to contents made by Regio, never read from the
+    run folder (``review.json``: the products' marks and comments, ``app.review``). Everything
+    sits under a top folder named after the run folder. Every member is opened without following
+    symbolic links (``open_run_file``): a link or a file that vanished is left out. The zip is
+    written to ``dest`` (default ``<run_dir>/bundle.zip``) atomically; returns its path.
     """
     run_dir = Path(run_dir)
     top = run_dir.name
@@ -821,6 +824,12 @@ def bundle(
         if rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"invalid name in the bundle: {arcname!r}")
         extras.append((Path(path), rel.as_posix()))
+    contents: list[tuple[bytes, str]] = []
+    for arcname, content in (extra_data or {}).items():
+        rel = PurePosixPath(arcname)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"invalid name in the bundle: {arcname!r}")
+        contents.append((bytes(content), rel.as_posix()))
     dest = Path(dest) if dest else run_dir / BUNDLE
     _make_room(dest)
     with (
@@ -841,6 +850,11 @@ def bundle(
                 continue
             with f:
                 _zip_member(zf, f, f"{top}/{arcname}")
+        for content, arcname in contents:
+            member = zipfile.ZipInfo(f"{top}/{arcname}", date_time=time.localtime()[:6])
+            member.compress_type = zipfile.ZIP_DEFLATED
+            member.external_attr = 0o644 << 16
+            zf.writestr(member, content)
     return dest
 
 

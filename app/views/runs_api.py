@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
 
-from app import auth, bodies, catalog, jobs, launch, runs
+from app import auth, automation, bodies, catalog, jobs, launch, runs
 from app.sessions import SessionNotFound
 from app.views.api import json_body, load_session, session_store, settings
 
@@ -83,15 +83,20 @@ def run_json(run: runs.Run) -> dict[str, Any]:
 @bp.get("/scripts")
 def list_scripts():
     """The scripts users can run: name, title, documentation, parameters, products, accepted
-    data. With ``?session=ID``, only those that accept every exposure the session selects."""
+    data. With ``?session=ID``, only those that accept every exposure the session selects.
+    Parameters show the saved defaults (``app.automation.with_defaults``) of the session's
+    owner (without a session: the user's)."""
     available = scripts()
     session_id = request.args.get("session")
+    owner = auth.owner_id()  # whose saved defaults the form shows: the session owner's
     if session_id is None:
         chosen = [available[n] for n in sorted(available)]
     else:
-        load_session(session_id)  # 404 when the user may not see it
+        owner = load_session(session_id).get("owner")  # 404 when the user may not see it
         chosen = launch.fitting_scripts(available, session_store().selected_rows(session_id))
-    return jsonify([s.to_json() for s in chosen])
+    defaults_db = automation.db_path(settings()["SESSIONS"])
+    return jsonify(automation.with_defaults([s.to_json() for s in chosen], available,
+                                            defaults_db, owner))  # fmt: skip
 
 
 @bp.post("/sessions/<session_id>/runs")
