@@ -1,22 +1,32 @@
 """Arrays for the page's interactive plots, read from OGIP products with astropy.
 
+Files come as open binary streams, never as paths: the caller opens them inside the run folder
+without following links (``app.runs.open_product``), and the background named by ``BACKFILE``
+is opened through the caller's ``open_sibling`` (so a header cannot point elsewhere).
+
 - Spectrum (``SPECTRUM`` HDU, OGIP/92-007): count rate per keV against energy for the source and
   for its background (``BACKFILE`` next to it) scaled by the BACKSCAL and EXPOSURE ratios, with
   Poisson errors, channels grouped to at least ``MIN_COUNTS`` source counts for readability.
+- Optical 1-D spectrum (``SPEC1D`` table of ``reduce_longslit``: WAVE [Angstrom], FLUX, ERR,
+  MASK): flux against wavelength, masked pixels as gaps (the cleaned-cosmic-ray bit 2 alone
+  is not a gap), linear axes.
 - Light curve (``RATE`` HDU, OGIP/93-003): RATE and ERROR against time (s from the first bin),
   BACKV when present, and the GTI gaps.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import io
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 from astropy.io import fits
 
 MIN_COUNTS = 20
 MAX_POINTS = 2000
+#: Largest product read for a plot [bytes] (spectra and light curves are far smaller).
+MAX_FILE_BYTES = 64 * 2**20
 
 
 class NotPlottable(ValueError):
@@ -39,8 +49,20 @@ def _groups(counts: np.ndarray, minimum: int) -> np.ndarray:
     return group
 
 
-def spectrum(path: Path) -> dict[str, Any]:
-    with fits.open(path) as hdul:
+#: Opens a file named by a product's header (``BACKFILE``) beside the product.
+OpenSibling = Callable[[str], IO[bytes]]
+
+
+def _load(stream: IO[bytes]) -> io.BytesIO:
+    """The stream's bytes in memory (astropy closes a file object it was given)."""
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise NotPlottable(f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB: download it")
+    return io.BytesIO(data)
+
+
+def spectrum(stream: IO[bytes], open_sibling: OpenSibling | None = None) -> dict[str, Any]:
+    with fits.open(_load(stream)) as hdul:
         hdu = hdul["SPECTRUM"]
         head = hdu.header
         counts = np.asarray(hdu.data["COUNTS"], dtype=float)
@@ -53,8 +75,9 @@ def spectrum(path: Path) -> dict[str, Any]:
         raise NotPlottable("the spectrum has no exposure")
     energy = (channel + 0.5) * width_ev / 1000.0  # keV at the channel centres
     background = None
-    if backfile.upper() != "NONE" and (path.parent / backfile).is_file():
-        with fits.open(path.parent / backfile) as bkg:
+    bkg_stream = _sibling(open_sibling, backfile)
+    if bkg_stream is not None:
+        with bkg_stream, fits.open(_load(bkg_stream)) as bkg:
             b_head = bkg["SPECTRUM"].header
             b_counts = np.asarray(bkg["SPECTRUM"].data["COUNTS"], dtype=float)
             scale = (backscal / float(b_head.get("BACKSCAL") or 1)) * (
@@ -87,8 +110,46 @@ def spectrum(path: Path) -> dict[str, Any]:
     return out
 
 
-def lightcurve(path: Path) -> dict[str, Any]:
-    with fits.open(path) as hdul:
+def _sibling(open_sibling: OpenSibling | None, name: str) -> IO[bytes] | None:
+    """The file ``name`` beside the product, or None (none named, absent, or not allowed)."""
+    if open_sibling is None or name.upper() == "NONE":
+        return None
+    try:
+        return open_sibling(name)
+    except (OSError, ValueError):
+        return None
+
+
+#: MASK bit of a pixel whose cosmic ray was cleaned (still a good value).
+COSMIC_CLEANED = 2
+
+
+def optical_spectrum(stream: IO[bytes]) -> dict[str, Any]:
+    with fits.open(_load(stream)) as hdul:
+        table = hdul["SPEC1D"]
+        wave = np.asarray(table.data["WAVE"], dtype=float)
+        flux = np.asarray(table.data["FLUX"], dtype=float)
+        error = np.asarray(table.data["ERR"], dtype=float)
+        mask = np.asarray(table.data["MASK"], dtype=np.int64)
+        unit = table.columns["FLUX"].unit or ""
+        medium = str(hdul[0].header.get("AIRORVAC", "vac"))
+    bad = (mask & ~COSMIC_CLEANED) != 0
+    step = max(1, len(wave) // MAX_POINTS)
+    return {
+        "kind": "optical-spectrum",
+        "x_label": f"Wavelength (Å, {'vacuum' if medium.startswith('vac') else 'air'})",
+        "y_label": f"Flux ({unit})" if unit else "Flux",
+        "x": _finite(wave[::step]),
+        "series": {
+            "flux": _finite(np.where(bad, np.nan, flux)[::step]),
+            "flux_error": _finite(np.where(bad, np.nan, error)[::step]),
+        },
+        "gaps": [],
+    }
+
+
+def lightcurve(stream: IO[bytes]) -> dict[str, Any]:
+    with fits.open(_load(stream)) as hdul:
         data = hdul["RATE"].data
         names = [n.upper() for n in data.columns.names]
         time = np.asarray(data["TIME"], dtype=float)
@@ -119,15 +180,18 @@ def lightcurve(path: Path) -> dict[str, Any]:
     }
 
 
-def from_fits(path: Path) -> dict[str, Any]:
-    """Plot arrays of an OGIP spectrum or light curve file."""
+def from_fits(stream: IO[bytes], open_sibling: OpenSibling | None = None) -> dict[str, Any]:
+    """Plot arrays of an OGIP spectrum or light curve, read from an open binary ``stream``."""
+    memory = _load(stream)
     try:
-        with fits.open(path) as hdul:
+        with fits.open(io.BytesIO(memory.getvalue())) as hdul:
             names = {hdu.name for hdu in hdul}
     except OSError as exc:
         raise NotPlottable(f"not a FITS file: {exc}") from None
     if "SPECTRUM" in names:
-        return spectrum(path)
+        return spectrum(memory, open_sibling)
+    if "SPEC1D" in names:
+        return optical_spectrum(memory)
     if "RATE" in names:
-        return lightcurve(path)
-    raise NotPlottable("only spectra (SPECTRUM) and light curves (RATE) can be plotted")
+        return lightcurve(memory)
+    raise NotPlottable("only spectra (SPECTRUM, SPEC1D) and light curves (RATE) can be plotted")

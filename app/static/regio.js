@@ -920,6 +920,8 @@ function showImage(preview) {
   $('plot').replaceChildren(el('img', { src: `${preview.url}?inline=1`, class: 'large', alt: preview.file }));
 }
 
+const PLOT_TITLES = { spectrum: 'source and scaled background', 'optical-spectrum': 'flux with its error' };
+
 async function plotProduct(runId, product) {
   const box = $('plot');
   box.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
@@ -934,13 +936,13 @@ async function plotProduct(runId, product) {
   const colours = ['#1f77b4', '#ff7f0e', '#2ca02c'];
   const spectrum = data.kind === 'spectrum';
   const options = {
-    title: `${product.file} (${spectrum ? 'source and scaled background' : 'net rate, background'})`,
+    title: `${product.file} (${PLOT_TITLES[data.kind] || 'net rate, background'})`,
     width: Math.min(900, box.clientWidth || 900),
     height: 360,
     scales: { x: { time: false, distr: spectrum ? 3 : 1 }, y: { distr: spectrum ? 3 : 1 } },
     axes: [{ label: data.x_label }, { label: data.y_label, size: 70 }],
     series: [{ label: data.x_label, value: (u, v) => (v === null ? '' : v.toPrecision(4)) },
-      ...names.map((n, i) => ({ label: n, stroke: n.startsWith('background') ? '#ff7f0e' : (n.startsWith('source') || n.startsWith('net') || n.startsWith('rate')) ? '#1f77b4' : colours[i % 3], points: { show: true, size: 4 }, width: spectrum ? 0 : 1, value: (u, v) => (v === null ? '' : v.toPrecision(4)) }))],
+      ...names.map((n, i) => ({ label: n, stroke: n.startsWith('background') ? '#ff7f0e' : (n.startsWith('source') || n.startsWith('net') || n.startsWith('rate') || n === 'flux') ? '#1f77b4' : colours[i % 3], points: { show: data.kind !== 'optical-spectrum', size: 4 }, width: spectrum ? 0 : 1, value: (u, v) => (v === null ? '' : v.toPrecision(4)) }))],
     hooks: { drawClear: [(u) => shadeGaps(u, data.gaps || [])] },
   };
   const rows = [data.x, ...names.map((n) => data.series[n])];

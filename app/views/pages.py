@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from flask import Blueprint, abort, current_app, jsonify, render_template
 
 from app import auth, plots, runs
 from app.archive import load_index, observations_by_obsid
 from app.views.api import load_session, session_store
-from app.views.runs_api import db_path, product_file
+from app.views.runs_api import db_path, get_run
 from indexer.index import IndexNotFound
 
 bp = Blueprint("pages", __name__)
@@ -63,8 +65,20 @@ def archive():
 def product_plot(run_id: str, name: str):
     """Arrays to plot a spectrum (rate per keV vs energy, source and scaled background) or a
     light curve (net rate vs time, background, good-time gaps)."""
-    path = product_file(run_id, name)
+    run = get_run(run_id)
+    folder = PurePosixPath(name).parent
     try:
-        return jsonify(plots.from_fits(path))
-    except plots.NotPlottable as exc:
+        stream = runs.open_product(run.run_dir, name)
+    except ValueError as exc:
         abort(400, description=str(exc))
+    except FileNotFoundError:
+        abort(404, description=f"no product {name!s:.100} in run {run.id}")
+
+    def sibling(other: str):
+        return runs.open_product(run.run_dir, (folder / other).as_posix())
+
+    with stream:
+        try:
+            return jsonify(plots.from_fits(stream, sibling))
+        except plots.NotPlottable as exc:
+            abort(400, description=str(exc))

@@ -45,7 +45,6 @@ PACKAGES = {
     "V_ASCRAP": "astroscrappy",
     "V_MPL": "matplotlib",
 }
-PLOT_POINTS = 4000
 
 
 def package_versions() -> dict[str, str]:
@@ -274,35 +273,3 @@ def plot_spectrum(
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def plot_arrays(path: Path) -> dict[str, Any]:
-    """The arrays the page's interactive plot needs from a ``*_spec1d.fits`` product.
-
-    Same layout as ``app.plots`` gives for X-ray spectra (``kind``, labels, ``x``, ``series``
-    with ``*_error`` companions), ``kind`` ``optical-spectrum``: linear axes, wavelength in
-    Angstrom, masked pixels (MASK != 0 and not only the cleaned-cosmic-ray bit) as gaps (None).
-    """
-    with fits.open(path) as hdul:
-        table = hdul["SPEC1D"]
-        wave = np.asarray(table.data["WAVE"], dtype=float)
-        flux = np.asarray(table.data["FLUX"], dtype=float)
-        error = np.asarray(table.data["ERR"], dtype=float)
-        mask = np.asarray(table.data["MASK"], dtype=np.uint8)
-        unit = table.columns["FLUX"].unit or ""
-        medium = str(hdul[0].header.get("AIRORVAC", "vac"))
-    bad = (mask & ~np.uint8(2)) != 0
-    step = max(1, len(wave) // PLOT_POINTS)
-
-    def finite(values):
-        values = np.where(bad, np.nan, values)[::step]
-        return [float(v) if np.isfinite(v) else None for v in values]
-
-    return {
-        "kind": "optical-spectrum",
-        "x_label": f"Wavelength (Å, {'vacuum' if medium.startswith('vac') else 'air'})",
-        "y_label": f"Flux ({unit})",
-        "x": [float(w) for w in wave[::step]],
-        "series": {"flux": finite(flux), "flux_error": finite(error)},
-        "gaps": [],
-    }
