@@ -118,7 +118,7 @@ def pattern_plot(output_dir: Path, obs: Observation, stem: str) -> None:
         return
     png = f"{stem}_patterns.png"
     pileup.pattern_plot(
-        output_dir / png, f"{obs.label}: {check.describe()}", sel.x, sel.y, sel.pattern, sel.pi,
+        output_dir / png, f"{obs.label} pattern fractions", sel.x, sel.y, sel.pattern, sel.pi,
         check,
     )  # fmt: skip
     save_product(output_dir, png, "plot", f"Pattern fractions (pile-up) {obs.label}",

@@ -190,3 +190,25 @@ def test_sas_makes_the_responses_when_installed(sample_archive, tmp_path, refere
     # the header still verifies after the keywords were written
     with fits.open(tmp_path / "output" / f"{stem}.pha", checksum=True) as hdul:
         assert hdul["SPECTRUM"].header["RESPFILE"] == f"{stem}.rmf"
+
+
+def test_pn_spectrum_keywords_cover_the_reference_pn_spectrum(sample_archive, tmp_path, reference):
+    """Keyword by keyword against pn_pi_src_bin10.ds (its SPECTRUM and GTI headers), but the
+    CIAO bookkeeping it carries (ASCDSVER, HDUNAME, HISTNUM) and its own data-subspace layout."""
+    proc, h = run_pn(sample_archive, tmp_path, {})
+    ref = fits.getheader(reference / "pn_pi_src_bin10.ds", "SPECTRUM")
+    skip = {"ASCDSVER", "HDUNAME", "HISTNUM", "QUALITY", "GROUPING", "CREATOR", "DATE"}
+    keys = {
+        k for k in ref
+        if k not in ("", "COMMENT", "HISTORY") and "DS" not in k
+        and not k.startswith(("TTYPE", "TFORM", "TUNIT", "NAXIS"))
+    } - skip  # fmt: skip
+    assert keys - set(h) == set()
+    obsid = pn_case(sample_archive)[0]
+    with fits.open(tmp_path / "output" / f"{obsid}_EPN_src.pha") as ours:
+        gti = ours[h["DSREF5"].lstrip(":")].header
+        ref_gti = fits.getheader(reference / "pn_pi_src_bin10.ds", 2)  # its first GTI table
+        for key in ("TELESCOP", "INSTRUME"):
+            assert key in ref_gti and key in ours[0].header
+        assert {"START", "STOP"} == set(ours[h["DSREF5"].lstrip(":")].columns.names)
+        assert gti["HDUCLAS1"] == "GTI"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,17 @@ from astropy.io import fits
 from astropy.table import Table
 
 from indexer.instruments import column_wcs
-from tests.science_helpers import build_input, plain_count, products, run_script
+from tests.science_helpers import (
+    build_input,
+    ccd_good_time,
+    overlap,
+    plain_count,
+    products,
+    read_response,
+    run_script,
+    sas_flare_gti,
+    write_rmf,
+)
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sas-reference"
 CLUSTER = (149.59, -11.06)
@@ -148,17 +159,63 @@ def test_headers_carry_the_ogip_and_sas_keywords(real_run):
     assert bkg["HDUCLAS2"] == "BKG"
 
 
+#: Reference keywords we do not write, with the reason: SAS's own task history (XPROCn, XDALn:
+#: ours is in HISTORY cards) and the column layout keywords (our tables have their own columns).
+NOT_COPIED = {"XPROC0", "XPROC1", "XDAL0"}
+
+
+def _structural(keys: set[str]) -> set[str]:
+    return {k for k in keys if k.startswith(("TTYPE", "TFORM", "TUNIT", "NAXIS"))} | {
+        "QUALITY", "GROUPING",  # keywords when the whole spectrum is ungrouped
+    }  # fmt: skip
+
+
 def test_keyword_set_covers_the_sas_reference_spectra(real_run):
+    """Every header of our spectra (primary, SPECTRUM, the GTI tables, the REGION table) holds
+    every keyword the SAS reference spectra have in the same header, keyword by keyword."""
     out, _, _ = real_run
-    ours = set(fits.getheader(out / "0201901401_EMOS1_src.pha", "SPECTRUM"))
-    for name in (
-        "MNLup_2138_0670580101_EMOS1_S001_spec.15grp",
-        "MNLup_2138_0670580101_EMOS1_S001_specbg.fits",
-    ):
-        ref = set(fits.getheader(REFERENCE / name, "SPECTRUM"))
-        # the reference has 6 CCD blocks (CCD6 dead), ours 7; column keywords of absent columns
-        ignore = {k for k in ref if k.startswith(("TTYPE", "TFORM"))} | {"QUALITY", "GROUPING"}
-        assert ref - ignore - ours == set(), name
+    for kind, ours_name in (("TOTAL", "src"), ("BKG", "bkg")):
+        ours = fits.open(out / f"0201901401_EMOS1_{ours_name}.pha")
+        ref_name = (
+            "MNLup_2138_0670580101_EMOS1_S001_spec.15grp"
+            if kind == "TOTAL"
+            else "MNLup_2138_0670580101_EMOS1_S001_specbg.fits"
+        )
+        ref = fits.open(REFERENCE / ref_name)
+        try:
+            h_ours, h_ref = ours["SPECTRUM"].header, ref["SPECTRUM"].header
+            # (evselect writes TOTAL into background spectra too; OGIP says BKG, as ours)
+            assert h_ours["HDUCLAS2"] == kind
+            pairs = [(ref[0].header, ours[0].header, "PRIMARY"), (h_ref, h_ours, "SPECTRUM")]
+            # the first GTI table and the REGION table, found through the DSS references
+            pairs.append(
+                (
+                    ref[h_ref["DSREF5"].lstrip(":")].header,
+                    ours[h_ours["DSREF5"].lstrip(":")].header,
+                    "GTI",
+                )
+            )
+            pairs.append(
+                (
+                    ref[h_ref["DSREF6"].lstrip(":")].header,
+                    ours[h_ours["DSREF6"].lstrip(":")].header,
+                    "REGION",
+                )
+            )
+            for ref_h, ours_h, what in pairs:
+                keys = set(ref_h) - {"", "COMMENT", "HISTORY"}
+                # the reference has 6 CCD blocks (CCD6 dead), ours 7: DSS block keywords match
+                missing = keys - _structural(keys) - NOT_COPIED - set(ours_h)
+                assert missing == set(), (ref_name, what, sorted(missing))
+            # every extension kind of the reference is there (GTI per CCD, region)
+            ref_kinds = {h.header.get("HDUCLAS1") for h in ref[1:]}
+            ours_kinds = {h.header.get("HDUCLAS1") for h in ours[1:]}
+            assert ref_kinds <= ours_kinds
+            n_gti = sum(1 for h in ours[1:] if h.header.get("HDUCLAS1") == "GTI")
+            assert n_gti == 7  # one per live MOS1 CCD in 2004
+        finally:
+            ours.close()
+            ref.close()
 
 
 def test_products_manifest_provenance_and_skipped_expmap(real_run):
@@ -180,8 +237,20 @@ def test_products_manifest_provenance_and_skipped_expmap(real_run):
 
 
 def test_combined_spectrum_sums_counts_and_exposures(real_run):
-    out, _, _ = real_run
+    out, paths, proc = real_run
     parts = [fits.open(out / f"{o}_EMOS1_src.pha") for o in OBSIDS]
+    try:
+        check_combined(out, paths, proc, parts)
+    finally:
+        for p in parts:
+            p.close()
+
+
+def check_combined(out, paths, proc, parts):
+    bkgs = [fits.getheader(out / f"{o}_EMOS1_bkg.pha", "SPECTRUM") for o in OBSIDS]
+    bkg_counts = [
+        int(fits.getdata(out / f"{o}_EMOS1_bkg.pha", "SPECTRUM")["COUNTS"].sum()) for o in OBSIDS
+    ]
     with fits.open(out / "combined_EMOS1_src.pha") as comb:
         h = comb["SPECTRUM"].header
         assert int(comb["SPECTRUM"].data["COUNTS"].sum()) == sum(
@@ -189,39 +258,110 @@ def test_combined_spectrum_sums_counts_and_exposures(real_run):
         )
         exposures = [p["SPECTRUM"].header["EXPOSURE"] for p in parts]
         assert h["EXPOSURE"] == pytest.approx(sum(exposures))
+        assert h["ONTIME"] == pytest.approx(sum(p["SPECTRUM"].header["ONTIME"] for p in parts))
+        assert h["LIVETIME"] == pytest.approx(sum(exposures))
+        # each part's ONTIME is its CCD's good time (one CCD under the circle), not EXPOSURE
+        with fits.open(paths[0]) as ev:
+            assert parts[0]["SPECTRUM"].header["ONTIME"] == pytest.approx(
+                ev["EVENTS"].header["ONTIME01"], rel=1e-6
+            )
         weighted = sum(
             p["SPECTRUM"].header["BACKSCAL"] * e for p, e in zip(parts, exposures, strict=True)
         )
         assert h["BACKSCAL"] == pytest.approx(weighted / sum(exposures))
-    for p in parts:
-        p.close()
+        history = "".join(str(v) for v in h["HISTORY"])  # long lines go on several cards
+        assert "mos2_exp1_clean_evts" not in history and "mos1_exp1_clean_evts" in history
+        assert all(f"{o} EMOS1" in history for o in OBSIDS)
+    # the combined background predicts the sum of the backgrounds each part predicts
+    predicted = sum(
+        n * p["SPECTRUM"].header["BACKSCAL"] / b["BACKSCAL"] * p["SPECTRUM"].header["EXPOSURE"]
+        / b["EXPOSURE"]
+        for n, p, b in zip(bkg_counts, parts, bkgs, strict=True)
+    )  # fmt: skip
+    cb = fits.getheader(out / "combined_EMOS1_bkg.pha", "SPECTRUM")
+    assert sum(bkg_counts) * h["BACKSCAL"] / cb["BACKSCAL"] * h["EXPOSURE"] / cb[
+        "EXPOSURE"
+    ] == pytest.approx(predicted, rel=1e-9)
+    assert "EMOS1: combined 3 observations" in proc.stdout
+    assert "no response (none of the inputs has one)" in proc.stdout
 
 
-def test_flare_screening_and_grouping(real_data, tmp_path):
-    path = real_data / OBSIDS[2] / "mos1_exp1_clean_evts.fits"
-    inp = build_input(
-        "generate_spectra",
-        [path],
-        SOURCE,
-        BACKGROUND,
-        tmp_path / "output",
-        {"min_counts": 25, "mos_bin": 15},
+def test_combined_spectra_with_responses_are_grouped_and_weighted(real_data, tmp_path):
+    library = tmp_path / "library"
+    library.mkdir()
+    write_rmf(library / "m1_e13_im_pall_c.rmf", 800, 15.0, "EMOS1", sigma=0.04)
+    write_rmf(library / "m1_e14_im_pall_c.rmf", 800, 15.0, "EMOS1", sigma=0.08)
+    epochs = '[EMOS1]\n13 = ["2004-01-01", "2004-12-31"]\n14 = ["2005-01-01", "2007-12-31"]\n'
+    (library / "epochs.toml").write_text(epochs)
+    paths = [real_data / o / "mos1_exp1_clean_evts.fits" for o in OBSIDS]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAS_", "REGIO_"))}
+    params = {"screen_flares": False, "mos_bin": 15, "min_counts": 20}
+    inp = build_input("generate_spectra", paths, SOURCE, BACKGROUND, tmp_path / "output", params)
+    proc = run_script(
+        "generate_spectra", inp, tmp_path, env={**env, "REGIO_RESPONSES": str(library)}
     )
-    proc = run_script("generate_spectra", inp, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (
-        "flare screening (EMOS1 high-energy single events, 100 s bins, RATE <= 0.35" in proc.stdout
-    )
-    assert "good time" in proc.stdout and "kept" in proc.stdout
-    with fits.open(tmp_path / "output" / f"{OBSIDS[2]}_EMOS1_src.pha") as hdul:
-        d, h = hdul["SPECTRUM"].data, hdul["SPECTRUM"].header
-        assert h["DETCHANS"] == 800 and h["SPECDELT"] == 15 and h["SPECVAL"] == 7.0
-        with fits.open(path) as ev:
-            assert h["EXPOSURE"] <= ev["EVENTS"].header["LIVETI01"] + 1e-6
+    out = tmp_path / "output"
+    with fits.open(out / "combined_EMOS1_src.pha") as comb:
+        d, h = comb["SPECTRUM"].data, comb["SPECTRUM"].header
+        assert h["RESPFILE"] == "combined_EMOS1.rmf" and h["ANCRFILE"] == "NONE"
         starts = np.flatnonzero(d["GROUPING"] == 1)
         sums = np.add.reduceat(d["COUNTS"], starts)
-        good = d["QUALITY"][starts] == 0
-        assert np.all(sums[good] >= 25) and set(np.unique(d["GROUPING"])) <= {1, -1}
+        assert np.all(sums[d["QUALITY"][starts] == 0] >= 20)
+    exposures, matrices = [], []
+    for o in OBSIDS:
+        ph = fits.getheader(out / f"{o}_EMOS1_src.pha", "SPECTRUM")
+        exposures.append(ph["EXPOSURE"])
+        matrices.append(read_response(library / ph["RESPFILE"])[2])
+    assert fits.getheader(out / f"{OBSIDS[2]}_EMOS1_src.pha", "SPECTRUM")["RESPFILE"] == (
+        "m1_e14_im_pall_c.rmf"
+    )
+    expected = sum(t * m for t, m in zip(exposures, matrices, strict=True)) / sum(exposures)
+    combined = read_response(out / "combined_EMOS1.rmf")[2]
+    assert np.allclose(combined, expected, rtol=1e-5, atol=1e-7)
+    # a library covering 2004 only: the 2006 spectrum has no response, so no combination
+    (library / "m1_e14_im_pall_c.rmf").unlink()
+    run2 = tmp_path / "partial"
+    inp = build_input("generate_spectra", paths, SOURCE, BACKGROUND, run2 / "output", params)
+    proc = run_script("generate_spectra", inp, run2, env={**env, "REGIO_RESPONSES": str(library)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "EMOS1: no combined spectrum: only some of the spectra have a response" in proc.stdout
+    assert not (run2 / "output" / "combined_EMOS1_src.pha").exists()
+
+
+@pytest.fixture(scope="module")
+def rescreened(real_data, tmp_path_factory):
+    """All six real lists re-screened with the SAS rule (they were screened before archiving)."""
+    run_dir = tmp_path_factory.mktemp("rescreened")
+    paths = [
+        real_data / o / f"{cam}_exp1_clean_evts.fits" for o in OBSIDS for cam in ("mos1", "mos2")
+    ]
+    inp = build_input(
+        "generate_spectra", paths, SOURCE, None, run_dir / "output", {"rescreen": True}
+    )
+    proc = run_script("generate_spectra", inp, run_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return run_dir / "output", paths
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_screened_exposure_equals_the_sas_rule_within_one_bin(rescreened, index):
+    out, paths = rescreened
+    path = paths[index]
+    with fits.open(path) as ev:
+        h_ev = ev["EVENTS"].header
+        camera, obsid = h_ev["INSTRUME"], h_ev["OBS_ID"]
+        x0, y0, r = pixel_circle(path, *CLUSTER, R_SRC)
+        d = ev["EVENTS"].data
+        inside = (d["X"] - x0) ** 2 + (d["Y"] - y0) ** 2 <= r * r
+        (ccd,) = np.unique(d["CCDNR"][inside])
+        good = ccd_good_time(ev, int(ccd))
+        live_fraction = h_ev[f"LIVETI{ccd:02d}"] / h_ev[f"ONTIME{ccd:02d}"]
+    flare_good, _ = sas_flare_gti(path)
+    expected = overlap(good, flare_good) * live_fraction
+    h = fits.getheader(out / f"{obsid}_{camera}_src.pha", "SPECTRUM")
+    assert abs(h["EXPOSURE"] - expected) <= 100.0 * live_fraction, (h["EXPOSURE"], expected)
+    assert h["FLSCREEN"] == "screened"
 
 
 @pytest.mark.parametrize(

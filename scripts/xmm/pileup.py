@@ -15,6 +15,7 @@ band go to a plot (as epatplot's upper panel) for the source and its core.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,11 @@ def pattern_plot(path: Path, title: str, x, y, pattern, pi, check: PatternCheck)
     ax.set_ylim(0, 1)
     ax.set_xlabel("Energy (keV)")
     ax.set_ylabel("pattern fraction")
-    ax.set_title(f'{title}\nlines: source region, points: core <= {CORE_ARCSEC:g}"', fontsize=9)
+    ax.set_title(
+        f"{title}\n{textwrap.fill(check.describe(), 100)}\n"
+        f'lines: source region, points: core <= {CORE_ARCSEC:g}"',
+        fontsize=8,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

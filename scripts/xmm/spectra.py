@@ -36,6 +36,9 @@ COPIED_KEYWORDS = (
     "TELESCOP", "INSTRUME", "OBS_ID", "EXP_ID", "EXPIDSTR", "OBJECT", "OBSERVER", "DATE-OBS",
     "DATE-END", "FILTER", "SUBMODE", "DATAMODE", "REVOLUT", "RA_OBJ", "DEC_OBJ", "RA_PNT",
     "DEC_PNT", "PA_PNT", "EQUINOX", "RADECSYS", "TIMESYS", "MJDREF", "TIMEREF", "TIMEUNIT",
+    # as SAS copies them from the event list (checked against data/sas-reference)
+    "OBS_MODE", "RA_NOM", "DEC_NOM", "ATT_SRC", "AVRG_PNT", "ORB_RCNS", "TFIT_RPD", "TFIT_DEG",
+    "TFIT_RMS", "TFIT_PFR", "TFIT_IGH", "CLOCKAPP", "TASSIGN", "TIMEZERO",
 )  # fmt: skip
 TIME_DSS, REGION_DSS = 5, 6
 REGION_EXTNAME = "REG00106"
@@ -199,9 +202,11 @@ def gti_hdu(
     h["ONTIME"] = (gtimod.total(gti), "[s] sum of all Good Time Intervals")
     h["TSTART"] = (float(gti[0, 0]) if len(gti) else 0.0, "[s] Lower bound of first GTI")
     h["TSTOP"] = (float(gti[-1, 1]) if len(gti) else 0.0, "[s] Upper bound of last GTI")
-    for key in ("TIMEUNIT", "TIMESYS", "MJDREF", "TIMEREF"):
+    for key in ("TIMEUNIT", "TIMESYS", "MJDREF", "TIMEREF", "CLOCKAPP"):
         if key in keywords:
             h[key] = keywords[key]
+    h["TASSIGN"] = (keywords.get("TASSIGN", "SATELLITE"), "location of time assignment")
+    h["TIMEZERO"] = (float(keywords.get("TIMEZERO", 0.0)), "[s] clock correction")
     return hdu
 
 
@@ -272,6 +277,10 @@ def event_keywords(events: EventList) -> dict[str, Any]:
         out[f"{name}CRVL"] = events.keyword(f"{name}CRVL", float(wcs.crval[axis]))
         out[f"{name}CDLT"] = events.keyword(f"{name}CDLT", float(wcs.cdelt[axis]))
         out[f"{name}CUNI"] = "deg"
+        for suffix in ("LMIN", "LMAX", "DMIN", "DMAX"):
+            value = events.keyword(f"{name}{suffix}")
+            if value is not None:
+                out[f"{name}{suffix}"] = value
     return out
 
 
@@ -342,6 +351,7 @@ def write_hdus(
     """Write a primary header with ``keywords`` and ``hdus``; ``extra_cards`` (provenance) go to
     the primary and the first extension, ``history`` to the first extension (with checksums)."""
     primary = fits.PrimaryHDU()
+    primary.header["LONGSTRN"] = ("OGIP 1.0", "The HEASARC long string convention may be used")
     for key, value in keywords.items():
         primary.header[key] = value
     for card in extra_cards or []:
