@@ -189,14 +189,24 @@ def independent_events(path: Path, ra: float, dec: float, r_in: float, r_out: fl
 # --- responses -----------------------------------------------------------------------------
 
 
-def write_rmf(path: Path, n_channels: int, channel_ev: float, instrume: str) -> Path:
-    """A small OGIP RMF (MATRIX + EBOUNDS) with a Gaussian redistribution (FWHM ~ 120 eV) on
-    energies 0.1-12 keV: test data for response libraries and fits, never a real response."""
-    e_edges = np.linspace(0.1, 12.0, 600)
-    e_lo, e_hi = e_edges[:-1], e_edges[1:]
+def write_rmf(
+    path: Path,
+    n_channels: int,
+    channel_ev: float,
+    instrume: str,
+    sigma: float = 0.05,
+    energies: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """A small OGIP RMF (MATRIX + EBOUNDS) with a Gaussian redistribution (``sigma`` keV) on
+    energies 0.1-12 keV (or the ``energies`` (lo, hi) grid of an ARF): test data for response
+    libraries and fits, never a real response."""
+    if energies is None:
+        e_edges = np.linspace(0.1, 12.0, 600)
+        e_lo, e_hi = e_edges[:-1], e_edges[1:]
+    else:
+        e_lo, e_hi = (np.asarray(e, dtype=float) for e in energies)
     ch_lo = np.arange(n_channels) * channel_ev / 1000.0
     ch_hi = ch_lo + channel_ev / 1000.0
-    sigma = 0.05
     rows = []
     for lo, hi in zip(e_lo, e_hi, strict=True):
         centre = 0.5 * (lo + hi)
@@ -232,3 +242,99 @@ def write_rmf(path: Path, n_channels: int, channel_ev: float, instrume: str) -> 
     matrix.header["LO_THRES"] = 1e-6
     fits.HDUList([fits.PrimaryHDU(), matrix, ebounds]).writeto(path, overwrite=True)
     return path
+
+
+# --- flare screening, the SAS rule written independently -------------------------------------
+
+
+def ccd_good_time(hdul: fits.HDUList, ccd: int) -> np.ndarray:
+    """A CCD's good time: STDGTInn intersected with the GTI table its data-subspace block names
+    (``kDSVAL1`` = the CCD, ``kDSREFi`` for ``DSTYPi = 'TIME'``), as (n, 2) intervals."""
+    h = hdul["EVENTS"].header
+    std = hdul[f"STDGTI{ccd:02d}"].data
+    good = [(float(a), float(b)) for a, b in zip(std["START"], std["STOP"], strict=True)]
+    types = {int(k[5:]): str(v).strip() for k, v in h.items() if k.startswith("DSTYP")}
+    t = next((i for i, v in types.items() if v == "TIME"), None)
+    if t is None:
+        return np.array(good).reshape(-1, 2)
+    for block in range(1, 100):
+        prefix = "" if block == 1 else str(block)
+        if f"{prefix}DSVAL1" not in h:
+            break
+        if int(str(h[f"{prefix}DSVAL1"]).split(":")[0]) == ccd:
+            sel = hdul[str(h.get(f"{prefix}DSREF{t}", h[f"DSREF{t}"])).lstrip(":")].data
+            out = []
+            for a, b in good:
+                for c, d in zip(sel["START"], sel["STOP"], strict=True):
+                    lo, hi = max(a, c), min(b, d)
+                    if hi > lo:
+                        out.append((lo, hi))
+            return np.array(out).reshape(-1, 2)
+    return np.array(good).reshape(-1, 2)
+
+
+def merge(intervals: np.ndarray) -> np.ndarray:
+    out: list[list[float]] = []
+    for a, b in sorted(map(tuple, np.asarray(intervals).reshape(-1, 2))):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        elif b > a:
+            out.append([a, b])
+    return np.array(out).reshape(-1, 2)
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Seconds good in both interval lists."""
+    total = 0.0
+    for s1, e1 in merge(a):
+        for s2, e2 in merge(b):
+            total += max(0.0, min(e1, e2) - max(s1, s2))
+    return total
+
+
+def sas_flare_gti(path: Path, bin_size: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """The SAS thread's flare good time of an EPIC list, done by hand: evselect's rate curve of
+    '#XMMEA_EM && (PI>10000) && (PATTERN==0)' (MOS; pn '#XMMEA_EP && (PI in [10000:12000]) &&
+    (PATTERN==0)') with the XMMEA mask the list's header defines, 100 s bins from the start of
+    the camera's first good time, RATE = COUNTS/100; tabgtigen 'RATE<=0.35' (pn 0.4).
+    Returns (flare good intervals, camera good intervals)."""
+    with fits.open(path) as hdul:
+        h = hdul["EVENTS"].header
+        camera = str(h["INSTRUME"]).strip()
+        key = "XMMEA_EP" if camera == "EPN" else "XMMEA_EM"
+        mask = int(str(h[key]).split("&")[1].split(")")[0].strip(), 16)
+        d = hdul["EVENTS"].data
+        ccds = sorted(int(x.name[6:]) for x in hdul if x.name.startswith("STDGTI"))
+        camera_gti = merge(np.concatenate([ccd_good_time(hdul, c) for c in ccds]))
+        pi, pattern, flag = d["PI"], d["PATTERN"], d["FLAG"].astype(np.int64)
+        sel = (pi >= 10000) & (pi <= 12000) if camera == "EPN" else pi > 10000
+        sel &= (pattern == 0) & ((flag & mask) == 0)
+        times = np.asarray(d["TIME"][sel], dtype=float)
+    start, stop = camera_gti[0, 0], camera_gti[-1, 1]
+    n = int(np.ceil((stop - start) / bin_size))
+    edges = start + bin_size * np.arange(n + 1)
+    counts, _ = np.histogram(times, edges)
+    limit = 0.4 if camera == "EPN" else 0.35
+    ok = counts / bin_size <= limit
+    return merge(np.column_stack([edges[:-1][ok], edges[1:][ok]])), camera_gti
+
+
+def read_response(rmf_path: Path, arf_path: Path | None = None):
+    """(energy lo, energy hi, dense matrix [n_energy, n_channel] x ARF) read with astropy alone."""
+    with fits.open(rmf_path) as rmf:
+        name = "SPECRESP MATRIX" if "SPECRESP MATRIX" in rmf else "MATRIX"
+        m = rmf[name].data
+        n_chan = int(rmf["EBOUNDS"].header["DETCHANS"])
+        first = int(rmf["EBOUNDS"].data["CHANNEL"][0])
+        matrix = np.zeros((len(m), n_chan))
+        for i, row in enumerate(m):
+            fch, nch = np.atleast_1d(row["F_CHAN"]), np.atleast_1d(row["N_CHAN"])
+            values, k = np.asarray(row["MATRIX"], float), 0
+            for f, n in zip(fch, nch, strict=True):
+                matrix[i, f - first : f - first + n] = values[k : k + n]
+                k += n
+        lo, hi = np.asarray(m["ENERG_LO"], float), np.asarray(m["ENERG_HI"], float)
+    if arf_path is not None:
+        with fits.open(arf_path) as arf:
+            matrix = matrix * np.asarray(arf["SPECRESP"].data["SPECRESP"], float)[:, None]
+    return lo, hi, matrix

@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,14 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from tests.science_helpers import SCRIPTS, build_input, products, run_script, write_rmf
+from tests.science_helpers import (
+    SCRIPTS,
+    build_input,
+    products,
+    read_response,
+    run_script,
+    write_rmf,
+)
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "sas-reference"
 KEV_TO_ERG = 1.602176634e-9
@@ -59,27 +67,6 @@ def fitting():
     finally:
         sys.path.remove(str(SCRIPTS))
         logging.getLogger("sherpa").setLevel(logging.WARNING)
-
-
-def read_response(rmf_path: Path, arf_path: Path):
-    """(energy lo, energy hi, matrix [n_energy, n_channel] x ARF) read with astropy alone."""
-    with fits.open(rmf_path) as rmf, fits.open(arf_path) as arf:
-        m = rmf["SPECRESP MATRIX"].data if "SPECRESP MATRIX" in rmf else rmf["MATRIX"].data
-        n_chan = int(rmf["EBOUNDS"].header["DETCHANS"])
-        first = int(rmf["EBOUNDS"].data["CHANNEL"][0])
-        matrix = np.zeros((len(m), n_chan))
-        for i, row in enumerate(m):
-            fch, nch = np.atleast_1d(row["F_CHAN"]), np.atleast_1d(row["N_CHAN"])
-            values, k = np.asarray(row["MATRIX"], float), 0
-            for f, n in zip(fch, nch, strict=True):
-                matrix[i, f - first : f - first + n] = values[k : k + n]
-                k += n
-        area = np.asarray(arf["SPECRESP"].data["SPECRESP"], float)
-        return (
-            np.asarray(m["ENERG_LO"], float),
-            np.asarray(m["ENERG_HI"], float),
-            matrix * area[:, None],
-        )
 
 
 def mm83(e):
@@ -189,13 +176,17 @@ def test_fit_of_the_sas_pn_spectrum_with_its_arf(reference, fitting, tmp_path):
 
 
 FAKE_SAS = """#!/bin/sh
+# a stand-in for rmfgen/arfgen: pn spectra get the reference pn RMF and ARF, MOS spectra a
+# synthetic 800-channel RMF on the reference MOS1 ARF's energy grid and that ARF
+case "$*" in *EMOS*) rmf="{mos_rmf}"; arf="{mos_arf}" ;; *) rmf="{rmf}"; arf="{arf}" ;; esac
 for arg in "$@"; do
   case "$arg" in
-    rmfset=*) [ "$(basename "$0")" = rmfgen ] && cp "{rmf}" "${{arg#rmfset=}}" ;;
-    arfset=*) cp "{arf}" "${{arg#arfset=}}" ;;
+    rmfset=*) [ "$(basename "$0")" = rmfgen ] && cp "$rmf" "${{arg#rmfset=}}" ;;
+    arfset=*) cp "$arf" "${{arg#arfset=}}" ;;
   esac
 done
 """
+MOS_ARF = REFERENCE / "MNLup_2138_0670580101_EMOS1_S001_spec.arf"
 
 
 def demo_inputs(sample_archive, tmp_path, params=None):
@@ -222,11 +213,15 @@ def test_script_fits_what_has_responses_and_says_why_not_for_the_rest(
     # (SAS is asked first, so the stand-in here only answers for pn: MOS runs see no SAS)
     bin_dir = tmp_path / "sas" / "bin"
     bin_dir.mkdir(parents=True)
+    with fits.open(MOS_ARF) as arf:
+        grid = (arf["SPECRESP"].data["ENERG_LO"], arf["SPECRESP"].data["ENERG_HI"])
+        mos_rmf = write_rmf(tmp_path / "sas" / "mos.rmf", 800, 15.0, "EMOS1", energies=grid)
     for tool in ("rmfgen", "arfgen"):
         script = bin_dir / tool
         script.write_text(
-            FAKE_SAS.format(rmf=reference / "epn_ff20_dY9.rmf", arf=reference / "pn_pi_src.arf")
-        )
+            FAKE_SAS.format(rmf=reference / "epn_ff20_dY9.rmf", arf=reference / "pn_pi_src.arf",
+                            mos_rmf=mos_rmf, mos_arf=MOS_ARF)
+        )  # fmt: skip
         script.chmod(script.stat().st_mode | stat.S_IEXEC)
     obsid, inp = demo_inputs(sample_archive, tmp_path, {"screen_flares": False})
     env = clean_env(
@@ -242,15 +237,34 @@ def test_script_fits_what_has_responses_and_says_why_not_for_the_rest(
     assert rows["EPN"]["status"] == "fitted", proc.stdout
     assert rows["EPN"]["model"].endswith("powerlaw") and rows["EPN"]["dof"] > 0
     assert np.isfinite(rows["EPN"]["gamma"]) and rows["EPN"]["flux_0.5-2keV"] > 0
-    # the MOS spectrum got SAS responses from the stand-in too (a pn file: wrong channel count):
-    # whatever the RMF, the fit reads the spectrum with it or says why not; never silently
-    assert rows["EMOS1"]["status"] == "fitted" or rows["EMOS1"]["status"].startswith("not fitted")
+    # the MOS spectrum, with its MOS responses, is fitted too
+    assert rows["EMOS1"]["status"] == "fitted", proc.stdout
+    assert np.isfinite(rows["EMOS1"]["nH"]) and rows["EMOS1"]["dof"] > 0
     entries = {e["file"]: e for e in products(out)}
     assert entries["fit_results.ecsv"]["kind"] == "table"
     assert entries[f"{obsid}_EPN_src_fit.png"]["kind"] == "plot"
     h = fits.getheader(out / f"{obsid}_EPN_src.pha", "SPECTRUM")
     assert h["ANCRFILE"] == f"{obsid}_EPN_src.arf"
     assert "GROUPING" in fits.getdata(out / f"{obsid}_EPN_src.pha", "SPECTRUM").columns.names
+    # sherpa reads every spectrum of the run with its background, grouping and responses
+    import sherpa.astro.ui as ui
+
+    logging.getLogger("sherpa").setLevel(logging.WARNING)
+    for pha in sorted(out.glob("*_src.pha")):
+        ui.clean()
+        with warnings.catch_warnings():
+            # the real MOS ARF starts at ENERG_LO 0, which sherpa notes and replaces by 1e-10
+            warnings.filterwarnings("ignore", "The minimum ENERG_LO")
+            ui.load_pha(1, str(pha))
+        h = fits.getheader(pha, "SPECTRUM")
+        data = ui.get_data(1)
+        assert data.grouped and ui.get_bkg(1) is not None, pha.name
+        assert np.array_equal(data.counts, fits.getdata(pha, "SPECTRUM")["COUNTS"])
+        if h["RESPFILE"] != "NONE":
+            assert ui.get_rmf(1).name.endswith(h["RESPFILE"]), pha.name
+        if h["ANCRFILE"] != "NONE":
+            assert ui.get_arf(1).name.endswith(h["ANCRFILE"]), pha.name
+    ui.clean()
 
 
 def test_script_refuses_an_rmf_without_arf_and_stops_cleanly_without_responses(
