@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,9 @@ STREAM_RECORD_REFRESH = 5.0
 #: Seconds a stream counts for its user without a refresh: the streams of a killed web process
 #: stop counting after this long (open streams refresh every third of it).
 STREAM_LEASE = 60.0
+#: Streams woken at once when their run changed, and the pause between two such batches.
+WAKE_BATCH = 50
+WAKE_PAUSE = 0.002
 
 
 def db_path():
@@ -304,69 +308,188 @@ def _utf8_complete(data: bytes) -> int:
     return len(data) - len(decoder.getstate()[0])
 
 
+class _Watched:
+    """A run the open streams of this process follow: what the watcher saw last (``seen``:
+    version, record, log size, error; the version grows with every change) and the streams
+    waiting for the next change."""
+
+    def __init__(self, path: Any, run_id: str) -> None:
+        self.path, self.run_id = path, run_id
+        self.log_path = ""
+        self.seen: tuple[int, runs.Run | None, int, Exception | None] = (0, None, 0, None)
+        self.streams = 0
+        self.waiters: set[threading.Event] = set()
+        self._chunk: tuple[Any, tuple[str, int, bool]] | None = None
+
+    def look(self) -> bool:
+        """Read the record (``_records``) and the log's size; True if something changed."""
+        version, old_run, old_size, old_error = self.seen
+        try:
+            run = _records.get(self.path, self.run_id)
+            self.log_path = os.path.join(run.run_dir, runs.LOG)
+            try:
+                size = os.stat(self.log_path).st_size
+            except OSError:
+                size = 0
+            error = None
+        except Exception as exc:  # the run vanished, the database is locked...: tell the streams
+            run, size, error = old_run, old_size, exc
+        if run is old_run and size == old_size and (error is None) == (old_error is None):
+            return False
+        self.seen = (version + 1, run, size, error)
+        return True
+
+    def wake(self) -> None:
+        """Wake the waiting streams, ``WAKE_BATCH`` at a time with a pause between: a thousand
+        streams woken at once would all send before the web process answers anything else."""
+        waiting = list(self.waiters)
+        for start in range(0, len(waiting), WAKE_BATCH):
+            if start:
+                time.sleep(WAKE_PAUSE)
+            for event in waiting[start : start + WAKE_BATCH]:
+                event.set()
+
+    def wait(self, event: threading.Event, version: int, timeout: float) -> None:
+        """Wait until a change after ``version`` (or ``timeout`` seconds)."""
+        event.clear()
+        self.waiters.add(event)  # before looking at the version: a change now still wakes us
+        try:
+            if self.seen[0] == version:
+                event.wait(timeout)
+        finally:
+            self.waiters.discard(event)
+
+    def events(self, offset: int, size: int, terminal: bool) -> tuple[str, int, bool]:
+        """The SSE text of the log from ``offset`` (at most ``STREAM_CHUNK`` bytes read), the
+        offset after it, and whether a full chunk was read (more may follow at once). Streams that
+        follow the run in step share one read."""
+        key = (offset, size, terminal)
+        if self._chunk is not None and self._chunk[0] == key:
+            return self._chunk[1]
+        data = b""
+        if size > offset:
+            with contextlib.suppress(FileNotFoundError), open(self.log_path, "rb") as f:
+                f.seek(offset)
+                data = f.read(STREAM_CHUNK)
+        *lines, rest = data.split(b"\n")
+        out = []
+        for raw in lines:
+            offset += len(raw) + 1
+            out.append(_sse("log", _log_line(raw), offset))
+        full = len(data) == STREAM_CHUNK
+        if rest and ((terminal and not full) or (full and not lines)):
+            # the last line of an ended run's log, or a piece of a line longer than a chunk
+            cut = len(rest) if not full else _utf8_complete(rest)
+            offset += cut
+            out.append(_sse("log", _log_line(rest[:cut]), offset))
+        result = ("".join(out), offset, full)
+        self._chunk = (key, result)
+        return result
+
+
+class _Watcher:
+    """One loop per web process looks at every run its open streams follow, every
+    ``STREAM_POLL`` seconds, and wakes a run's streams when its log grew or its record changed.
+
+    A thousand streams of one run cost one ``stat`` and one record check per look, not a
+    thousand; a stream wakes only when there is something to send (or a keep-alive is due). The
+    loop is a thread (a greenlet under gevent), started with the first stream and ended with the
+    last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], _Watched] = {}
+        self._running = False
+
+    def subscribe(self, path: Any, run_id: str) -> _Watched:
+        with self._lock:
+            watched = self._runs.get((str(path), run_id))
+            if watched is None:
+                watched = self._runs[(str(path), run_id)] = _Watched(path, run_id)
+                watched.look()
+            watched.streams += 1
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._loop, name="regio-streams", daemon=True).start()
+        return watched
+
+    def unsubscribe(self, watched: _Watched) -> None:
+        with self._lock:
+            watched.streams -= 1
+            if watched.streams <= 0:
+                self._runs.pop((str(watched.path), watched.run_id), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(STREAM_POLL)
+            with self._lock:
+                if not self._runs:
+                    self._running = False
+                    return
+                watched = list(self._runs.values())
+            for one in [one for one in watched if one.look()]:
+                one.wake()
+
+
+_watcher = _Watcher()
+
+
 def event_stream(path, run_id: str, offset: int, slot: StreamSlot | None = None) -> Iterator[str]:
     """Server-sent events of a run: ``log`` (one per line; id = byte offset after it), ``state``
     (phase, stage, progress: sent at start and on every change) and ``end`` once the run has
     ended and its log is drained. Resuming with ``Last-Event-ID`` continues after that line.
 
-    Cheap enough for a thousand open streams per web process (``bench/streams.py``): every
-    ``STREAM_POLL`` seconds a stream looks at the log's size (one ``stat``) and at its run's record
-    (shared between streams, ``_Records``); it reads the log only when it grew, at most
-    ``STREAM_CHUNK`` bytes at a time, and sends what it read in one write. It waits with
-    ``time.sleep``, which gunicorn's gevent worker makes cooperative. Lines are split on ``\n``
-    only; a line longer than a chunk (the runner cuts longer ones) goes out in pieces.
+    Cheap enough for a thousand open streams per web process (``bench/streams.py``): a stream
+    waits until its run changes (``_Watcher``: one look at the log's size and at the record per
+    run every ``STREAM_POLL`` seconds, whatever the number of streams), reads the log only when it
+    grew, at most ``STREAM_CHUNK`` bytes at a time (streams in step share the read), and sends
+    what it read in one write. Under gevent the waits are cooperative. Lines are split on ``\\n`` only; a line longer than a chunk (the
+    runner cuts longer ones) goes out in pieces.
     """
-    last_state = None
-    last_sent = time.monotonic()
-    seen_size = -1
-    yield "retry: 2000\n\n"
-    while True:
-        run = _records.get(path, run_id)
-        state = _state(run)
-        out = []
-        if state != last_state:
-            out.append(_sse("state", state, offset))
-            last_state = state
-        log_path = os.path.join(run.run_dir, runs.LOG)
-        try:
-            size = os.stat(log_path).st_size
-        except OSError:
-            size = 0
-        more = False
-        if size != seen_size or run.terminal:
-            seen_size = size
-            data = b""
-            if size > offset:
-                with contextlib.suppress(FileNotFoundError), open(log_path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read(STREAM_CHUNK)
-            *lines, rest = data.split(b"\n")
-            for raw in lines:
-                offset += len(raw) + 1
-                out.append(_sse("log", _log_line(raw), offset))
-            full = len(data) == STREAM_CHUNK
-            if rest and ((run.terminal and not full) or (full and not lines)):
-                # the last line of an ended run's log, or a piece of a line longer than a chunk
-                cut = len(rest) if not full else _utf8_complete(rest)
-                offset += cut
-                out.append(_sse("log", _log_line(rest[:cut]), offset))
-            more = full and offset < size
-        if out:
-            yield "".join(out)
-            last_sent = time.monotonic()
-        if more:
-            seen_size = -1
-            time.sleep(0)  # let the other streams and requests run, then read on
-            continue
-        if run.terminal and offset >= size:
-            yield _sse("end", state, offset)
-            return
-        if time.monotonic() - last_sent > STREAM_KEEPALIVE:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        if slot is not None:
-            slot.refresh()
-        time.sleep(STREAM_POLL)
+    watched = _watcher.subscribe(path, run_id)
+    wakeup = threading.Event()
+    try:
+        yield "retry: 2000\n\n"
+        last_run: runs.Run | None = None
+        last_state = None
+        last_sent = time.monotonic()
+        seen: tuple[int, int] | None = None  # (version, offset) last handled
+        while True:
+            version, run, size, error = watched.seen
+            if run is None:
+                raise RuntimeError(f"run {run_id} cannot be read: {error}")
+            out = []
+            if run is not last_run:  # the record was read again: did the state change?
+                last_run, state = run, _state(run)
+                if state != last_state:
+                    out.append(_sse("state", state, offset))
+                    last_state = state
+            more = False
+            if seen != (version, offset) or run.terminal:
+                text, offset, full = watched.events(offset, size, run.terminal)
+                out.append(text)
+                more = full and offset < size
+            seen = (version, offset)
+            if any(out):
+                yield "".join(out)
+                last_sent = time.monotonic()
+            if more:
+                time.sleep(0)  # let the other streams and requests run, then read on
+                continue
+            if run.terminal and offset >= size:
+                yield _sse("end", last_state, offset)
+                return
+            if time.monotonic() - last_sent > STREAM_KEEPALIVE:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            if slot is not None:
+                slot.refresh()
+            wait = STREAM_KEEPALIVE - (time.monotonic() - last_sent)
+            if slot is not None:
+                wait = min(wait, STREAM_LEASE / 3)
+            watched.wait(wakeup, version, max(0.01, wait))
+    finally:
+        _watcher.unsubscribe(watched)
 
 
 def _stream_owner() -> str:
