@@ -212,3 +212,67 @@ def test_pn_spectrum_keywords_cover_the_reference_pn_spectrum(sample_archive, tm
             assert key in ref_gti and key in ours[0].header
         assert {"START", "STOP"} == set(ours[h["DSREF5"].lstrip(":")].columns.names)
         assert gti["HDUCLAS1"] == "GTI"
+
+
+def fake_sas(tmp_path, rmf: Path, arf: Path, fail: bool = False) -> dict:
+    """A stand-in SAS (rmfgen, arfgen copying ``rmf``/``arf``, or failing) and its environment."""
+    bin_dir = tmp_path / "sas" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "sas" / "calls.log"
+    for tool in ("rmfgen", "arfgen"):
+        script = bin_dir / tool
+        body = FAKE_TOOL.format(log=log, rmf=rmf, arf=arf)
+        if fail:
+            body = '#!/bin/sh\necho "** rmfgen: error (CalClosed): no CCF" >&2\nexit 3\n'
+        script.write_text(body)
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return {
+        "SAS_DIR": str(tmp_path / "sas"),
+        "SAS_CCF": str(tmp_path / "sas" / "ccf.cif"),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+
+
+def test_failing_sas_falls_back_to_the_library(sample_archive, tmp_path, reference):
+    obsid, path, ra, dec, radius = pn_case(sample_archive)
+    row = independent_row(path, ra, dec, radius)
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copyfile(reference / "epn_ff20_dY9.rmf", library / f"epn_ff20_sdY{row}.rmf")
+    env = fake_sas(tmp_path, reference / "epn_ff20_dY9.rmf", reference / "pn_pi_src.arf", True)
+    proc, h = run_pn(sample_archive, tmp_path, {**env, "REGIO_RESPONSES": str(library)})
+    assert "rmfgen failed (exit 3): ** rmfgen: error (CalClosed): no CCF" in proc.stdout
+    assert h["RESPFILE"] == f"epn_ff20_sdY{row}.rmf" and h["ANCRFILE"] == "NONE"
+
+
+def test_combined_spectrum_response_is_the_exposure_weighted_rmf_times_arf(real_data, tmp_path):
+    from tests.science_helpers import read_response
+
+    arf = REFERENCE / "MNLup_2138_0670580101_EMOS1_S001_spec.arf"
+    if not arf.is_file():
+        pytest.skip(f"SAS reference files not found at {REFERENCE}")
+    with fits.open(arf) as a:
+        grid = (a["SPECRESP"].data["ENERG_LO"], a["SPECRESP"].data["ENERG_HI"])
+    rmf = write_rmf(tmp_path / "mos.rmf", 800, 15.0, "EMOS1", energies=grid)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAS_", "REGIO_"))}
+    env.update(fake_sas(tmp_path, rmf, arf))
+    paths = [real_data / o / "mos1_exp1_clean_evts.fits" for o in ("0201901401", "0404910601")]
+    text = "icrs\ncircle(149.59,-11.06,0.0166667)"
+    inp = build_input("generate_spectra", paths, text, None, tmp_path / "output",
+                      {"screen_flares": False, "mos_bin": 15})  # fmt: skip
+    proc = run_script("generate_spectra", inp, tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "output"
+    h = fits.getheader(out / "combined_EMOS1_src.pha", "SPECTRUM")
+    assert (h["RESPFILE"], h["ANCRFILE"]) == ("combined_EMOS1.rsp", "NONE")
+    parts = [
+        fits.getheader(out / f"{o}_EMOS1_src.pha", "SPECTRUM") for o in ("0201901401", "0404910601")
+    ]
+    total = sum(p["EXPOSURE"] for p in parts)
+    expected = sum(
+        p["EXPOSURE"] / total * read_response(out / p["RESPFILE"], out / p["ANCRFILE"])[2]
+        for p in parts
+    )
+    combined = read_response(out / "combined_EMOS1.rsp")[2]
+    assert np.allclose(combined, expected, rtol=1e-5, atol=1e-6 * expected.max())
+    assert fits.getheader(out / "combined_EMOS1.rsp", 1)["HDUCLAS3"] == "FULL"
