@@ -35,7 +35,8 @@ def run(inp: dict[str, Any]) -> None:
     margin = float(params.get("margin_arcmin", 1.0)) * 60 / PIXEL_ARCSEC
     provenance = Provenance(inp)
     observations = prepare(
-        inp, screen_flares=bool(params.get("screen_flares", True)), provenance=provenance,
+        inp, screen_flares=bool(params.get("screen_flares", True)),
+        rescreen=bool(params.get("rescreen", False)), provenance=provenance,
         extra_regions_for=ImageGrid.field_hook(binning, margin, FIELD), after_extract=check_pileup,
     )  # fmt: skip
 

@@ -83,7 +83,8 @@ class Provenance:
         return path
 
     def cards(self, obsid: str | None = None, camera: str | None = None) -> list[tuple]:
-        """FITS cards (keyword, value, comment) and HISTORY lines for one product."""
+        """FITS cards (keyword, value, comment) and HISTORY lines for one product: the inputs of
+        ``obsid`` and ``camera`` (either None: any), e.g. all observations of one camera."""
         out: list[tuple] = [
             (
                 "CREATOR",
@@ -100,7 +101,9 @@ class Provenance:
         out.append(("HISTORY", f"Regio {self.script} {self.script_version} at {self.created}Z"))
         out.append(("HISTORY", "parameters: " + json.dumps(params, sort_keys=True)))
         for item in self.inputs:
-            if obsid is None or (item["obsid"] == obsid and item["camera"] == camera):
+            if (obsid is None or item["obsid"] == obsid) and (
+                camera is None or item["camera"] == camera
+            ):
                 out.append(("HISTORY", f"input {item['path']} sha256 {item['sha256']}"))
                 out.append(("HISTORY", f"filters {item['filters']}"))
                 for name, text in item["regions_pixel"].items():
