@@ -2,7 +2,9 @@
 
 In order: the demo archive (generated when no archive is configured and it is absent), the index
 (incremental build), Redis (embedded unless REGIO_REDIS_URL is set), REGIO_WORKERS ``rq worker``
-processes and gunicorn. The supervisor then watches them (``Service.wait``):
+processes, gunicorn, and ``python -m app ingest`` and ``python -m app cron`` (standing requests
+and schedules, ``app.ingest`` and ``app.automation_cron``). The supervisor then watches them
+(``Service.wait``):
 
 - a child that dies (Redis, a worker, gunicorn) is logged and started again: at once, then, while
   it keeps dying within ``STABLE_AFTER`` seconds of its start, after 1, 2, 4, 8 s
@@ -202,8 +204,8 @@ class Child:
 
 
 class Service:
-    """The child processes of one host: Redis (when embedded), RQ workers, gunicorn; supervised
-    (see the module docstring)."""
+    """The child processes of one host: Redis (when embedded), RQ workers, gunicorn, ingest and
+    cron; supervised (see the module docstring)."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = dict(values)
@@ -245,6 +247,9 @@ class Service:
         for i in range(self.values["WORKERS"]):
             self._add(f"worker-{i + 1}", functools.partial(self._start_worker, i + 1))
         self._add("web", self._start_web)
+        # keeps the index current and serves standing requests; fires the schedules
+        self._add("ingest", functools.partial(self._start_command, "ingest"))
+        self._add("cron", functools.partial(self._start_command, "cron"))
         self.write_status(force=True)
 
     def _add(self, name: str, start: Callable[[int], subprocess.Popen]) -> None:
@@ -261,6 +266,9 @@ class Service:
 
     def _start_worker(self, number: int, restarts: int) -> subprocess.Popen:
         return self._spawn(self.worker_command(number, restarts))
+
+    def _start_command(self, command: str, _restarts: int) -> subprocess.Popen:
+        return self._spawn([sys.executable, "-m", "app", command])
 
     def _start_web(self, _restarts: int) -> subprocess.Popen:
         return self._spawn(self.gunicorn_command())
