@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return run()
 
     from app import settings
+    from app.redaction import redact
 
     try:
         values = settings.load()
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
     if args.command == "settings":
         for s in settings.SETTINGS:
-            value = "(hidden)" if s.secret and values[s.name] else values[s.name]
+            # a password inside a URL (REGIO_REDIS_URL) is redacted too
+            value = "(hidden)" if s.secret and values[s.name] else redact(str(values[s.name]))
             print(f"{s.env}={value!s}\n    {s.help}")
         return 0
     if args.command == "create-user":

@@ -45,6 +45,7 @@ from typing import Any
 
 from app import settings as settings_mod
 from app.plumbing import die_with_parent, now, write_json
+from app.redaction import redact
 from app.redis_server import EmbeddedRedis
 
 
@@ -235,7 +236,7 @@ class Service:
                 f"REGIO_WEB_CONNECTIONS={self.values['WEB_CONNECTIONS']} live log streams fit"
             )
         if self.values["REDIS_URL"]:
-            log(f"using Redis at {self.values['REDIS_URL']}")
+            log(f"using Redis at {redact(self.values['REDIS_URL'])}")
         else:
             self.redis = EmbeddedRedis(instance / "redis")
             self.values["REDIS_URL"] = self.redis.url

@@ -104,14 +104,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RESPONSES",
         "",
-        "Folder of canned EPIC response matrices (RMFs); spectra name the matching one in "
-        "RESPFILE. Empty: RESPFILE 'NONE'. Passed to the scripts as REGIO_RESPONSES.",
+        "Response library of the spectra scripts (canned RMFs by instrument, pattern selection, "
+        "mode, epoch; README 'Responses'), used when SAS/CIAO are not on the workers: only an "
+        "exact match is named in RESPFILE. Empty: RESPFILE 'NONE'. Passed to the scripts.",
         "path",
     ),
     Setting(
         "REDIS_URL",
         "",
-        "URL of a Redis server shared by the web app and the workers (redis://host:port/db). "
+        "URL of a Redis server shared by the web app and the workers "
+        "(redis://:PASSWORD@host:port/db, rediss:// for TLS; the password is never printed). "
         "Empty: start a private embedded redis-server on a unix socket in REGIO_INSTANCE.",
     ),
     Setting(
