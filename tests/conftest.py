@@ -28,6 +28,21 @@ SAMPLE_OBSERVATIONS = 6
 SAMPLE_SEED = 1234
 
 
+def wait_for(condition, what: str, timeout: float = 120.0, interval: float = 0.1):
+    """Poll ``condition()`` until it returns a true value and return it; fail naming ``what``
+    after ``timeout`` seconds (a deadline against hangs, not a timing assertion)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"still waiting after {timeout} s for {what}")
+        time.sleep(interval)
+
+
 def app_settings(tmp_path: Path, index: Path, redis_url: str, scripts: Path) -> dict:
     """The settings of a test app (``create_app``) or worker: an index, a Redis, a scripts
     folder, and a fresh instance and sessions folder under ``tmp_path``."""

@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,11 @@ import pytest
 import redis
 
 from app import accounts, automation, create_app, runs
-from tests.conftest import ROOT, app_settings
+from tests.conftest import ROOT, app_settings, wait_for
 
 SCRIPTS = ROOT / "tests" / "scripts"
 DEADLINE = 120.0
 PASSWORD = "correct horse battery staple"
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``condition()`` until it returns a true value (a deadline, not a timing check)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"still waiting after {timeout} s for {what}")
 
 
 def child_env(env: dict[str, Any]) -> dict[str, str]:

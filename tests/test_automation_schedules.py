@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,21 +22,11 @@ import redis
 from app import automation, create_app, runs
 from app.automation_cron import RegioCron
 from app.plumbing import iso, parse_time
-from tests.conftest import ROOT, app_settings
+from tests.conftest import ROOT, app_settings, wait_for
 
 SCRIPTS = ROOT / "tests" / "scripts"
 DEADLINE = 90.0
 INTERVAL = 4  # seconds between two ticks of the test schedule
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"still waiting after {timeout} s for {what}")
 
 
 def utc(text: str) -> dt.datetime:

@@ -15,9 +15,7 @@ import io
 import json
 import os
 import sqlite3
-import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +25,7 @@ import redis
 
 from app import accounts, catalog, create_app, runs, sandbox, settings
 from app.runner import Runner
-from tests.conftest import ROOT, app_settings
+from tests.conftest import ROOT, app_settings, wait_for
 
 SCRIPTS = ROOT / "tests" / "scripts"
 DEADLINE = 60.0
@@ -66,17 +64,6 @@ def client(env):
 @pytest.fixture
 def truth(sample_archive) -> dict[str, Any]:
     return json.loads((sample_archive / "truth.json").read_text())
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def marked_processes(marker: str) -> list[int]:

@@ -18,20 +18,10 @@ from indexer import store
 from indexer.build import DB_NAME, build_index
 from indexer.index import Index
 from indexer.ingest import watch
+from tests.conftest import wait_for
 
 #: How long a test waits for the watcher before failing (a deadline, not a timing assertion).
 DEADLINE = 60.0
-
-
-def wait_for(predicate, what: str, deadline: float = DEADLINE):
-    """Poll ``predicate()`` until it returns a true value; fail with ``what`` after ``deadline``."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"still waiting after {deadline} s for {what}")
 
 
 def obsids(index_dir: Path) -> set[tuple[str, str]]:

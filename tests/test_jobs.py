@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,23 +29,11 @@ from rq.job import Job, JobStatus
 
 from app import catalog, jobs, plumbing, reconciler, runner, runs
 from app.runs import ABORTED, COMPLETED, ERROR, EXECUTING, QUEUED, Run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 SCRIPTS = ROOT / "tests" / "scripts"
 HEARTBEAT = 2.0  # seconds: short, so the reconciler notices lost runs quickly in the tests
 DEADLINE = 30.0
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``condition`` until it returns something true; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:

@@ -18,8 +18,8 @@ from astropy.io import fits
 
 from app import create_app, runs
 from indexer.footprint import read_footprint
-from tests.conftest import ROOT, app_settings
-from tests.test_automation import child_env, wait_for
+from tests.conftest import ROOT, app_settings, wait_for
+from tests.test_automation import child_env
 
 pytestmark = pytest.mark.slow
 

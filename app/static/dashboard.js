@@ -2,9 +2,9 @@
 // of their products (marks valid / rejected and comments, /api/runs/ID/review), and the
 // automation: standing requests, schedules and saved default parameters.
 
+import { $, api, el, say } from './common.js';
+
 const root = document.getElementById('dashboard');
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
-const $ = (id) => document.getElementById(id);
 const ACTIVE = ['QUEUED', 'EXECUTING'];
 const PAGE = 50;
 
@@ -19,40 +19,6 @@ const state = {
 };
 
 // ------------------------------------------------------------------------------------ helpers
-
-function say(text, kind = 'error') {
-  const box = $('message');
-  box.textContent = text;
-  box.className = `message message-${kind}`;
-  box.hidden = !text;
-}
-
-async function api(method, url, body) {
-  const options = { method, headers: { 'X-CSRF-Token': csrf } };
-  if (body !== undefined) {
-    options.headers['Content-Type'] = 'application/json';
-    options.body = JSON.stringify(body);
-  }
-  const response = await fetch(url, options);
-  if (response.status === 204) return null;
-  const type = response.headers.get('Content-Type') || '';
-  const data = type.includes('json') ? await response.json() : await response.text();
-  if (!response.ok) throw new Error((data && data.message) || `${response.status} ${response.statusText}`);
-  return data;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'dataset') Object.assign(node.dataset, value);
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? '' : value);
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
 
 const when = (iso) => (iso ? iso.slice(0, 19).replace('T', ' ') : '');
 

@@ -2,9 +2,9 @@
 // live log and products. Everything goes through the JSON API (/api/openapi.json).
 // Regions are kept as the API's viewer shapes, in ICRS degrees.
 
+import { $, api, el, say } from './common.js';
+
 const app = document.getElementById('app');
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
-const $ = (id) => document.getElementById(id);
 const REGION_COLOURS = { source: '#00e5ff', background: '#ffd600' };
 const TERMINAL = ['COMPLETED', 'ERROR', 'ABORTED'];
 
@@ -36,43 +36,6 @@ const state = {
 };
 
 // ------------------------------------------------------------------------------------ helpers
-
-function say(text, kind = 'error') {
-  const box = $('message');
-  box.textContent = text;
-  box.className = `message message-${kind}`;
-  box.hidden = !text;
-}
-
-async function api(method, url, body) {
-  const options = { method, headers: { 'X-CSRF-Token': csrf } };
-  if (body instanceof FormData) {
-    options.body = body;
-  } else if (body !== undefined) {
-    options.headers['Content-Type'] = 'application/json';
-    options.body = JSON.stringify(body);
-  }
-  const response = await fetch(url, options);
-  const type = response.headers.get('Content-Type') || '';
-  const data = type.includes('json') ? await response.json() : await response.text();
-  if (!response.ok) {
-    throw new Error((data && data.message) || `${response.status} ${response.statusText}`);
-  }
-  return data;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'dataset') Object.assign(node.dataset, value);
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? '' : value);
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
 
 const fmt = (value, digits) => (value === null || value === undefined ? '' : Number(value).toFixed(digits));
 
