@@ -208,13 +208,43 @@ def _read_bytes(path: Path | str) -> bytes:
         os.close(fd)
 
 
+#: Headers of MOC FITS files already checked, with their NAXIS2 card cut out -> MOC order.
+_CHECKED_HEADERS: dict[bytes, int] = {}
+_NAXIS2 = b"NAXIS2  ="
+
+
 def _read_range_fits(path: Path, depth: int) -> np.ndarray | None:
     """Depth-``depth`` ranges of a MOC 2.0 FITS file in RANGE ordering (as mocpy and the MOC
     Rust library write them: primary header block, one BINTABLE header block, ``1K`` column of
-    depth-29 range bounds) when its order is <= ``depth``; None for any other layout."""
+    depth-29 range bounds) when its order is <= ``depth``; None for any other layout.
+
+    Files written by one program differ only in their NAXIS2 card, so a header is checked card
+    by card once and remembered without that card: the others cost one dictionary look-up
+    (``bench/index_query``'s 46,666 files: 0.7 s -> see its build_vs_mocset line).
+    """
     raw = _read_bytes(path)
     block = 2880
     header = raw[block : 2 * block]
+    at = header.find(_NAXIS2)
+    if at < 0 or at % 80:
+        return None
+    rest = header[:at] + header[at + 80 :]
+    order = _CHECKED_HEADERS.get(rest)
+    if order is None:
+        order = _check_header(header)
+        if order is None:
+            return None
+        if len(_CHECKED_HEADERS) < 64:
+            _CHECKED_HEADERS[rest] = order
+    rows = header[at + 10 : at + 80].split(b"/")[0].strip()
+    if order > depth or not rows.isdigit():
+        return None
+    bounds = np.frombuffer(raw, dtype=">i8", count=int(rows), offset=2 * block)
+    return (bounds.reshape(-1, 2) >> _shift(depth)).astype(np.uint32)
+
+
+def _check_header(header: bytes) -> int | None:
+    """The MOC order of a RANGE-ordered MOC 2.0 BINTABLE header block, or None."""
     if not header.startswith(b"XTENSION= 'BINTABLE'") or b"END" + b" " * 77 not in header:
         return None
     if (
@@ -223,11 +253,8 @@ def _read_range_fits(path: Path, depth: int) -> np.ndarray | None:
         or _header_value(header, b"TFIELDS") != b"1"
     ):
         return None
-    order, rows = _header_value(header, b"MOCORD_S"), _header_value(header, b"NAXIS2")
-    if order is None or rows is None or int(order) > depth:
-        return None
-    bounds = np.frombuffer(raw, dtype=">i8", count=int(rows), offset=2 * block)
-    return (bounds.reshape(-1, 2) >> _shift(depth)).astype(np.uint32)
+    order = _header_value(header, b"MOCORD_S")
+    return int(order) if order is not None and order.isdigit() else None
 
 
 def from_fits_files(ids: Sequence[int], paths: Sequence[Path], depth: int) -> MocSet:

@@ -338,3 +338,32 @@ def test_synth_catalog_cli_writes_a_mixed_index(tmp_path):
     assert again.returncode == 2 and "already holds an index" in again.stderr
     bad = run_cli("synth-catalog", "--index", str(tmp_path / "x"), "--chandra", "-1")
     assert bad.returncode == 2 and "--chandra must be at least 0" in bad.stderr
+
+
+def test_moc_fits_files_of_several_orders_and_layouts_are_read_right(tmp_path):
+    """The fast reader remembers checked headers: files differing in more than their length
+    (another order, another program's layout) are still read right, or left to mocpy."""
+    import astropy.units as u
+
+    mocs = [
+        MOC.from_cone(10 * u.deg, 20 * u.deg, radius=r * u.arcmin, max_depth=order)
+        for order, r in ((13, 5), (13, 9), (11, 7), (14, 3))
+    ]
+    paths = []
+    for i, moc in enumerate(mocs):
+        paths.append(tmp_path / f"{i}.fits")
+        moc.save(str(paths[-1]), format="fits", overwrite=True)
+    json_path = tmp_path / "as-json.json"  # not FITS at all: refused by the fast path
+    mocs[0].save(str(json_path), format="json", overwrite=True)
+    for moc, path in zip(mocs, paths, strict=True):
+        fast = mocsets._read_range_fits(path, 13)
+        if moc.max_order > 13:
+            assert fast is None  # deeper than the index: left to mocpy's degrading reader
+        else:
+            np.testing.assert_array_equal(fast, mocsets.moc_to_ranges(moc, 13))
+    assert mocsets._read_range_fits(json_path, 13) is None
+    built = mocsets.from_fits_files([1, 2, 3, 4], paths, 13)
+    for position, moc in enumerate(mocs):
+        expected = mocsets.moc_to_ranges(moc, 13)
+        np.testing.assert_array_equal(built.moc(position).to_depth29_ranges,
+                                      mocsets.ranges_to_moc(expected, 13).to_depth29_ranges)  # fmt: skip
