@@ -9,6 +9,7 @@ change to the app: drop the two files in the folder. A manifest looks like::
     executable = "spectrum.py"        # a file in the scripts folder; *.py runs with the worker's Python
     documentation = "One paragraph shown on the launch form."
     time_limit = 600                  # seconds; the run ends ERROR "time limit exceeded" beyond it
+    stages = ["extract", "plot"]      # optional: the [STAGE] names in order (or stage_count = 2)
 
     [[parameters]]
     name = "bin_size"
@@ -33,7 +34,10 @@ change to the app: drop the two files in the folder. A manifest looks like::
     kinds = ["events"]                # data kinds (indexer.instruments.KINDS)
     instruments = ["XMM/EPIC"]        # MISSION/INSTRUMENT; omitted or empty: any instrument
 
-A parameter without ``default`` is required. A manifest without ``[accepts]`` accepts every
+``stages`` (the names the script enters with ``[STAGE]``, in order) or ``stage_count`` announce
+how many stages a run has, so the page reads "stage k of n"; a script whose count depends on its
+input prints ``[STAGES] n`` before its first stage instead (``regio_kit.stages(n)``), which
+overrides the manifest. A parameter without ``default`` is required. A manifest without ``[accepts]`` accepts every
 kind of data. The page and ``GET /api/scripts?session=ID`` offer only the scripts that accept
 every selected exposure, and launching one on data it does not accept is refused. Manifests are checked strictly (unknown keys, wrong
 types, a default that breaks its own constraints): a broken manifest is logged and left out of the
@@ -192,6 +196,8 @@ class Script:
     products: tuple[Product, ...] = ()
     accepts: Accepts = Accepts()
     manifest: Path = field(default=Path(), compare=False)
+    stages: tuple[str, ...] = ()  #: stage names announced by the manifest, in order
+    stage_count: int | None = None  #: ``len(stages)`` or the manifest's ``stage_count``
 
     def mismatch(self, rows: list[Mapping[str, Any]]) -> str | None:
         """Why the script cannot process these exposure rows (None when it accepts them all)."""
@@ -228,6 +234,8 @@ class Script:
             "parameters": [p.to_json() for p in self.parameters],
             "products": [p.to_json() for p in self.products],
             "accepts": self.accepts.to_json(),
+            "stages": list(self.stages),
+            "stage_count": self.stage_count,
         }
 
 
@@ -316,6 +324,8 @@ class _ManifestReader:
         "parameters": False,
         "products": False,
         "accepts": False,
+        "stages": False,
+        "stage_count": False,
     }
     PARAM_KEYS = {"name", "type", "default", "unit", "min", "max", "choices", "help"}
     PRODUCT_KEYS = {"kind", "description"}
@@ -350,6 +360,7 @@ class _ManifestReader:
         products = tuple(
             self.product(f"products[{i}]", p) for i, p in enumerate(self.tables("products", data))
         )
+        stages, stage_count = self.stages(data)
         return Script(
             name=name,
             title=data["title"].strip(),
@@ -361,7 +372,23 @@ class _ManifestReader:
             products=products,
             accepts=self.accepts(data.get("accepts", {})),
             manifest=self.path,
+            stages=stages,
+            stage_count=stage_count,
         )
+
+    def stages(self, data: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:
+        """``(stage names, stage count)`` from ``stages`` and/or ``stage_count`` (they must agree)."""
+        names = data.get("stages", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise self.fail("stages", "must be a list of non-empty stage names")
+        count = data.get("stage_count", len(names) or None)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise self.fail("stage_count", f"must be a whole number, not {count!r}")
+        if count is not None and not 0 < count <= 500:
+            raise self.fail("stage_count", f"must be between 1 and 500, not {count}")
+        if names and count != len(names):
+            raise self.fail("stage_count", f"is {count} but stages lists {len(names)} names")
+        return tuple(n.strip() for n in names), count
 
     def accepts(self, table: Any) -> Accepts:
         if not isinstance(table, dict):

@@ -118,6 +118,18 @@ SCHEMAS: dict[str, Any] = {
             "selection": {"$ref": "#/components/schemas/Selection"},
         },
     },
+    "SessionPatch": {
+        "type": "object",
+        "required": ["title"],
+        "additionalProperties": False,
+        "properties": {
+            "title": {
+                "type": "string",
+                "maxLength": 200,
+                "description": "one line of text, no control characters",
+            },
+        },
+    },
     "Selection": {
         "type": "object",
         "description": "The selected exposures by exposure_id. PUT also takes the older form "
@@ -209,7 +221,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op("Create a session from regions; finds the covering observations", ok="201",
                     schema=ref("Session"), body="SessionIn", errors=(400, 413, 415, 503)),
     },
-    "/api/sessions/{session_id}": {"get": _op("A session", schema=ref("Session"), errors=(404,))},
+    "/api/sessions/{session_id}": {
+        "get": _op("A session", schema=ref("Session"), errors=(404,)),
+        "patch": _op("Change the session's title (write access)", schema=ref("Session"),
+                     body="SessionPatch", errors=(400, 403, 404, 415)),
+        "delete": _op("Delete the session, its run folders and run records (owner or staff); "
+                      "409 while a run is queued or running or a standing request or schedule "
+                      "uses it", ok="204", errors=(403, 404, 409)),
+    },
     "/api/sessions/{session_id}/regions": {
         "put": _op("Replace the regions (coverage found again, selection pruned)", schema=ref("Session"),
                    body="SessionIn", errors=(400, 404, 413, 415, 503))

@@ -17,7 +17,8 @@
   ``REGIO_LOG_MAX_BYTES`` (beyond, the script's output is counted and dropped, and the log, the
   record's ``log_dropped`` and the provenance say so); ``[STAGE] name`` and ``[PROGRESS] k/n``
   lines update the record (at once on a stage change, at most every ``PROGRESS_EVERY`` seconds
-  for progress), even beyond the cap; the last ``[ERROR] message`` line, else the last line of
+  for progress), even beyond the cap, and so does ``[STAGES] n`` (the stage count announced up
+  front, overriding the manifest's); the last ``[ERROR] message`` line, else the last line of
   text, becomes the user's error message when the script fails;
 - the checks, every ``POLL`` seconds: the time limit, a cancel request (Redis key ``CANCEL_KEY``,
   set by ``app.jobs.cancel``) and whether the rq worker that forked the horse is still alive.
@@ -76,7 +77,7 @@ MAX_STAGES = 500
 #: Settings a script may read from its environment (nothing secret).
 SCRIPT_SETTINGS = ("REGIO_RESPONSES",)
 
-_MARKER = re.compile(r"^\[(STAGE|PROGRESS|ERROR)\]\s*(.*?)\s*$")
+_MARKER = re.compile(r"^\[(STAGES|STAGE|PROGRESS|ERROR)\]\s*(.*?)\s*$")
 _PROGRESS = re.compile(r"^(\d+)\s*/\s*(\d+)$")
 
 
@@ -402,6 +403,8 @@ class Runner:
                 self.stages.append({"name": self.stage, "started": now()})
             self.progress = (None, None)
             self.stage_dirty = True
+        elif kind == "STAGES" and value.isdigit() and 0 < int(value) <= MAX_STAGES:
+            self._update(stage_count=int(value))  # announced up front: "stage k of n"
         elif kind == "PROGRESS" and (numbers := _PROGRESS.match(value)):
             self.progress = (int(numbers[1]), int(numbers[2]))
             self.state_dirty = True

@@ -126,6 +126,7 @@ class Run:
     stages: list[dict[str, Any]] = field(default_factory=list)
     progress_done: int | None = None
     progress_total: int | None = None
+    stage_count: int | None = None  # stages announced up front (manifest or a [STAGES] n line)
     created: str = ""
     started: str | None = None
     ended: str | None = None
@@ -228,11 +229,16 @@ def _m3_trigger(db: sqlite_utils.Database) -> None:
     runs_table.create_index(["created"])  # the runs dashboard: newest first across sessions
 
 
+def _m4_stage_count(db: sqlite_utils.Database) -> None:
+    db["runs"].add_column("stage_count", int)  # type: ignore[union-attr]
+
+
 # Append only: migration N brings the schema from version N-1 to N.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_create_runs,
     _m2_log_dropped,
     _m3_trigger,
+    _m4_stage_count,
 )
 
 
@@ -298,6 +304,7 @@ def create(
         run_dir=str(run_dir),
         created=plumbing.now(),
         time_limit=script.time_limit,
+        stage_count=getattr(script, "stage_count", None),
         job_id=f"regio-run-{run_id}",
         trigger=trigger,
         trigger_detail=dict(trigger_detail) if trigger_detail is not None else None,

@@ -35,9 +35,10 @@ from typing import Any
 
 from regions import Regions
 
-from app import shapes
+from app import bodies, shapes
 from app.plumbing import now, write_atomic, write_json
 from indexer.instruments import PROCESSABLE_KINDS
+from indexer.limits import MAX_TITLE_CHARS
 from indexer.store import default_kind, exposure_id
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
@@ -51,6 +52,10 @@ class SessionNotFound(LookupError):
 
 class SelectionError(ValueError):
     """A selection names observations that do not cover the session's region."""
+
+
+class TitleError(ValueError):
+    """A title that is not one line of text of at most ``MAX_TITLE_CHARS`` characters."""
 
 
 def new_id() -> str:
@@ -266,6 +271,8 @@ class SessionStore:
         if not self.root.is_dir():
             return records
         for path in self.root.glob("*/session.json"):
+            if not ID_PATTERN.match(path.parent.name):  # a session being made or deleted
+                continue
             record = _read_json(path)
             if record and (owner is None or record.get("owner") == owner):
                 records.append(record)
@@ -289,6 +296,98 @@ def upgrade_coverage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["exposure_id"] = exposure_id(row)
         out.append(row)
     return out
+
+    def set_title(self, session_id: str, title: Any) -> dict[str, Any]:
+        """Give the session a title (one line of text, at most ``MAX_TITLE_CHARS`` characters);
+        raises :class:`TitleError` before anything is written. Returns the record."""
+        try:
+            title = bodies.one_line(title, "title", MAX_TITLE_CHARS)
+        except bodies.InputError as exc:
+            raise TitleError(str(exc)) from None
+        folder = self._existing(session_id)
+        record = _read_json(folder / "session.json")
+        record["title"] = title.strip()
+        record["updated"] = now("seconds")
+        write_json(folder / "session.json", record)
+        return record
+
+    def delete(self, session_id: str, runs_db: Path | str) -> int:
+        """Remove the session's folder (regions, coverage, every run folder) and its runs'
+        records, both or neither; returns the number of run records removed.
+
+        Refused (``runs.ActiveRuns``) while one of its runs is queued or running. The folder is
+        first renamed to a hidden name under the write lock of the run database (so the session
+        is gone for every reader at once and no run can be added or start meanwhile), put back
+        if the records cannot be deleted, and removed from the disk once they are."""
+        from app import runs
+
+        folder = self._existing(session_id)
+        tomb = self.root / f".deleted-{session_id}-{secrets.token_hex(4)}"
+        moved = False
+
+        def take_away() -> None:
+            nonlocal moved
+            os.rename(folder, tomb)
+            moved = True
+
+        try:
+            removed = runs.delete_session_runs(runs_db, session_id, take_away)
+        except BaseException:
+            if moved:
+                os.rename(tomb, folder)
+            raise
+        shutil.rmtree(tomb, ignore_errors=True)
+        return removed
+
+
+#: Runs of a session the sessions list names one by one (the others are counted).
+LISTED_RUNS = 5
+
+
+def overview(record: Mapping[str, Any], session_runs: list[Any]) -> dict[str, Any]:
+    """A session record for the sessions list: its run count by phase (``run_counts``), its
+    newest runs (``latest_runs``, at most ``LISTED_RUNS``) and its last activity (the latest of
+    its own update and its runs' creation, start and end). ``session_runs``: ``app.runs.Run``
+    records, newest first."""
+    counts: dict[str, int] = {}
+    last = record.get("updated") or record.get("created") or ""
+    for run in session_runs:
+        counts[run.phase] = counts.get(run.phase, 0) + 1
+        last = max([last, *(t for t in (run.created, run.started, run.ended) if t)])
+    return {
+        **record,
+        "run_counts": counts,
+        "runs_total": len(session_runs),
+        "latest_runs": session_runs[:LISTED_RUNS],
+        "last_activity": last,
+    }
+
+
+class SessionBusy(ValueError):
+    """The session cannot be deleted now; ``str(exc)`` says why, for the user."""
+
+
+def delete_session(store: SessionStore, session_id: str, sessions_dir: Path | str) -> int:
+    """Delete a session (``SessionStore.delete``) unless something still works on it: a queued
+    or running run, or a standing request or schedule of the session (``app.automation``; they
+    are deleted by their owner first, not silently with the session). Raises
+    :class:`SessionBusy` (or ``SessionNotFound``) before anything is changed; returns the number
+    of run records removed."""
+    from app import automation, runs
+
+    store.record(session_id)  # SessionNotFound first
+    automation_db = automation.db_path(sessions_dir)
+    standing = len(automation.list_standing(automation_db, [session_id]))
+    schedules = len(automation.list_schedules(automation_db, [session_id]))
+    if standing or schedules:
+        raise SessionBusy(
+            f"the session has {standing} standing request(s) and {schedules} schedule(s): "
+            "delete them first (Runs page, automation panel)"
+        )
+    try:
+        return store.delete(session_id, runs.db_path(sessions_dir))
+    except runs.ActiveRuns as exc:
+        raise SessionBusy(str(exc)) from None
 
 
 def upgrade_selection(selection: Mapping[str, Any]) -> list[str]:

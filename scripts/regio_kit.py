@@ -13,7 +13,9 @@ The contract between the runner and a script (any language):
 
 - argv[1] is the path of the run's input file (JSON, below); the current directory is the run
   folder; stdout and stderr both go to the run's log, shown live in the browser.
-- ``[STAGE] <name>`` on stdout enters a stage; ``[PROGRESS] <k>/<n>`` reports progress in the
+- ``[STAGES] <n>`` on stdout announces how many stages the run will have (the page then reads
+  "stage k of n"; a fixed count can be declared in the manifest instead, ``stages = [...]``);
+  ``[STAGE] <name>`` enters a stage; ``[PROGRESS] <k>/<n>`` reports progress in the
   current stage; ``[ERROR] <message>`` gives the message shown to the user when the script fails;
   every other line is log text.
 - Exit code 0 means success; anything else is a failure of the current stage.
@@ -104,6 +106,14 @@ def stage(name: str) -> Iterator[None]:
         raise ValueError("a stage needs a name")
     _say(f"[STAGE] {name}")
     yield
+
+
+def stages(count: int) -> None:
+    """Announce the number of stages of this run: ``[STAGES] count`` (before the first stage)."""
+    count = int(count)
+    if not 0 < count <= 500:
+        raise ValueError(f"a run has 1 to 500 stages, not {count}")
+    _say(f"[STAGES] {count}")
 
 
 def progress(done: int, total: int) -> None:

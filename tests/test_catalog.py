@@ -49,8 +49,9 @@ def test_to_json_is_what_the_api_serves(cat):
     data = cat["stages"].to_json()
     assert set(data) == {
         "name", "title", "version", "documentation", "time_limit", "parameters", "products",
-        "accepts",
+        "accepts", "stages", "stage_count",
     }  # fmt: skip
+    assert (data["stages"], data["stage_count"]) == ([], None)  # announces no count
     assert data["accepts"] == {"kinds": [], "instruments": []}  # no [accepts]: anything
     assert "/" not in str(data)  # no file system paths leak
     sleep = data["parameters"][0]

@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
-from app import __version__, accounts, auth, bodies, jobs, shapes
+from app import __version__, accounts, auth, bodies, jobs, sessions, shapes
 from app.archive import coverage_rows, instruments_json, load_index
-from app.sessions import SelectionError, SessionNotFound, SessionStore
+from app.sessions import SelectionError, SessionNotFound, SessionStore, TitleError
 from indexer import limits
 from indexer.index import IndexNotFound
 
@@ -241,6 +241,34 @@ def list_sessions():
 def get_session(session_id: str):
     """A session: regions, covering observations per camera with metadata, selection."""
     return jsonify(session_json(session_id))
+
+
+@bp.patch("/sessions/<session_id>")
+def patch_session(session_id: str):
+    """Change the session's title: ``{"title": "..."}`` (one line, at most 200 characters)."""
+    load_session(session_id, "write")
+    body = json_body()
+    if set(body) != {"title"}:
+        abort(400, description='the body must be {"title": "..."}')
+    try:
+        session_store().set_title(session_id, body["title"])
+    except TitleError as exc:
+        abort(400, description=str(exc))
+    return jsonify(session_json(session_id))
+
+
+@bp.delete("/sessions/<session_id>")
+def delete_session(session_id: str):
+    """Delete the session, its run folders and run records (owner or staff); 409 while a run
+    is queued or running or a standing request or schedule uses it."""
+    load_session(session_id, "owner")
+    try:
+        sessions.delete_session(session_store(), session_id, settings()["SESSIONS"])
+    except sessions.SessionBusy as exc:
+        abort(409, description=str(exc))
+    except SessionNotFound:
+        abort(404, description=f"no session {session_id!s:.40}")
+    return "", 204
 
 
 @bp.put("/sessions/<session_id>/regions")

@@ -2,7 +2,8 @@
 
 - ``/``: the tool (sky viewer, region editor, observation selector, process control, products)
   for a new session; ``/sessions/<id>``: the same page with a session loaded (shareable URL).
-- ``/sessions``: the user's sessions and their runs. ``/archive``: every indexed observation.
+- ``/sessions``: the user's sessions (titles, last activity, run counts, links to runs, delete).
+  ``/archive``: every indexed observation. ``/favicon.ico``: the SVG icon.
 - ``/runs/<id>/plot/<file>``: the arrays of a spectrum or light curve product, for the page's
   interactive plots (``app.plots`` reads the OGIP files).
 """
@@ -15,6 +16,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template
 
 from app import auth, plots, runs
 from app.archive import load_index, observations_by_obsid
+from app.sessions import overview
 from app.views.api import load_session, session_store
 from app.views.runs_api import db_path, get_run
 from indexer.index import IndexNotFound
@@ -42,10 +44,15 @@ def session_page(session_id: str):
 
 @bp.get("/sessions")
 def sessions():
-    records = auth.visible_sessions(session_store().list())
-    for record in records:
-        record["runs"] = runs.list_runs(db_path(), record["id"])
-    return render_template("sessions.html", sessions=records)
+    """The user's sessions: title (editable with write access), last activity, run counts by
+    phase with links to the newest runs, and a delete button (owner or staff)."""
+    entries = []
+    for record in auth.visible_sessions(session_store().list()):
+        entry = overview(record, runs.list_runs(db_path(), record["id"]))
+        entry["access"] = auth.session_level(record)
+        entries.append(entry)
+    entries.sort(key=lambda e: e["last_activity"], reverse=True)
+    return render_template("sessions.html", sessions=entries, phases=runs.PHASES)
 
 
 @bp.get("/archive")
