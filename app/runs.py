@@ -332,6 +332,33 @@ def list_runs(db_path: Path | str, session_id: str) -> list[Run]:
     return [Run.from_row(r) for r in rows]
 
 
+class ActiveRuns(PhaseError):
+    """The session has runs that are queued or running: it cannot be deleted."""
+
+
+def delete_session_runs(
+    db_path: Path | str, session_id: str, remove_files: Callable[[], None]
+) -> int:
+    """Delete the records of a session's runs, all of them or none; returns how many.
+
+    Under the database's write lock (no worker can start, end or add a run meanwhile): refused
+    with :class:`ActiveRuns` while a run is QUEUED or EXECUTING; else ``remove_files()`` is
+    called (it takes the session's folder away; an exception from it keeps every record) and
+    the records are deleted in the same transaction."""
+    with connect(db_path) as db, sqlitedb.transaction(db):
+        active = db.execute(
+            "SELECT count(*) FROM runs WHERE session_id = ? AND phase IN (?, ?)",
+            [session_id, QUEUED, EXECUTING],
+        ).fetchone()[0]
+        if active:
+            raise ActiveRuns(
+                f"the session has {active} queued or running run(s): cancel them or wait for "
+                "them to end before deleting it"
+            )
+        remove_files()
+        return db.execute("DELETE FROM runs WHERE session_id = ?", [session_id]).rowcount
+
+
 def list_active(db_path: Path | str) -> list[Run]:
     """Every run not yet in a final phase (QUEUED or EXECUTING), oldest first."""
     with connect(db_path) as db:
