@@ -54,7 +54,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from app.views import admin, api, pages, runs_api
     from app.views import auth as auth_views
     from app.views import automation as automation_views
+    from app.views import frames as frames_views
     from app.views import hips as hips_views
+    from app.views import names as names_views
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
@@ -64,6 +66,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(hips_views.bp)
     app.register_blueprint(automation_views.bp)
+    app.register_blueprint(frames_views.bp)
+    app.register_blueprint(names_views.bp)
 
     @app.after_request
     def add_version(response):

@@ -103,6 +103,11 @@ SCHEMAS: dict[str, Any] = {
             "source": {"$ref": "#/components/schemas/Region"},
             "background": {"$ref": "#/components/schemas/Region"},
             "title": {"type": "string", "maxLength": 200},
+            "frame": {
+                "enum": ["icrs", "fk5", "fk4", "galactic", "ecliptic"],
+                "description": "the DS9 frame the user works in (the page shows and exports the "
+                "regions in it); default: the DS9 text's frame, else the session's, else icrs",
+            },
         },
     },
     "Session": {
@@ -220,6 +225,27 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Sessions, newest first", schema={"type": "array", "items": ref("Session")}),
         "post": _op("Create a session from regions; finds the covering observations", ok="201",
                     schema=ref("Session"), body="SessionIn", errors=(400, 413, 415, 503)),
+    },
+    "/api/regions/convert": {
+        "post": {
+            **_op("Check a region (DS9 text in any sky frame, or viewer shapes) and write it in a "
+                  "DS9 frame: ICRS shapes, DS9 text, centre, size across; nothing stored",
+                  schema={"type": "object"}, errors=(400, 415)),
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["region"],
+                "properties": {"region": ref("Region"),
+                               "frame": {"enum": ["icrs", "fk5", "fk4", "galactic", "ecliptic"]}},
+            }}}},
+        }
+    },
+    "/api/resolve": {
+        "get": {
+            **_op("Where an object name is: the archive's OBJECT names (case and spaces "
+                  "ignored, whole, start, inside), then CDS Sesame if REGIO_SESAME_URL is set",
+                  schema={"type": "object"}, errors=(400, 404, 503)),
+            "parameters": [{"name": "name", "in": "query", "required": True,
+                            "schema": {"type": "string", "maxLength": 100}}],
+        }
     },
     "/api/sessions/{session_id}": {
         "get": _op("A session", schema=ref("Session"), errors=(404,)),

@@ -6,7 +6,8 @@ A session is a user's working folder::
         session.json        id, owner, title, created, updated, view (viewer centre and field)
         source.reg          source region, DS9, ICRS     (written with app.shapes.to_ds9)
         background.reg      background region, DS9, ICRS
-        regions.json        both regions as viewer JSON shapes
+        regions.json        both regions as viewer JSON shapes (ICRS), and the DS9 ``frame`` the
+                            user works in (shown and exported in it; "icrs" when absent)
         coverage.json       the covering exposure rows found by the indexer (``exposure_id``,
                             mission, instrument, camera, kind, metadata, path)
         selection.json      {"exposures": ["MISSION:OBSID:CAMERA", ...]} (exposure ids)
@@ -99,6 +100,7 @@ class SessionStore:
         background: Regions | None,
         owner: str | None = None,
         title: str | None = None,
+        frame: str | None = None,
     ) -> str:
         """Make a new session folder holding validated regions; returns its id."""
         session_id = new_id()
@@ -110,7 +112,7 @@ class SessionStore:
             record = {"id": session_id, "owner": owner, "title": title or "", "created": stamp,
                       "updated": stamp, "view": None}  # fmt: skip
             write_json(tmp / "session.json", record)
-            self._write_regions(tmp, source, background)
+            self._write_regions(tmp, source, background, frame)
             (tmp / "runs").mkdir()
             os.replace(tmp, folder)  # the session appears complete or not at all
         except BaseException:
@@ -118,12 +120,17 @@ class SessionStore:
             raise
         return session_id
 
-    def _write_regions(self, folder: Path, source: Regions, background: Regions | None) -> None:
-        """The DS9 files are the reference; the JSON is made from them, so both say the same."""
+    def _write_regions(
+        self, folder: Path, source: Regions, background: Regions | None, frame: str | None = None
+    ) -> None:
+        """The DS9 files are the reference; the JSON is made from them, so both say the same.
+        ``frame``: the user's DS9 frame (None keeps the one stored, else "icrs")."""
         texts = {"source": shapes.to_ds9(source)}
         if background is not None:
             texts["background"] = shapes.to_ds9(background)
+        previous = _read_json(folder / "regions.json", {}) or {}
         as_json = {"source": None, "background": None}
+        as_json["frame"] = shapes.check_frame(frame or previous.get("frame") or "icrs")
         as_json.update({name: shapes.to_json(shapes.parse(t)) for name, t in texts.items()})
         for name, text in texts.items():
             write_atomic(folder / f"{name}.reg", text)
@@ -142,6 +149,7 @@ class SessionStore:
         regions = _read_json(folder / "regions.json", {"source": None, "background": None})
         record["regions"] = {
             **regions,
+            "frame": regions.get("frame") or "icrs",  # sessions made before frames were kept
             "source_ds9": _read_text(folder / "source.reg"),
             "background_ds9": _read_text(folder / "background.reg"),
         }
@@ -156,9 +164,15 @@ class SessionStore:
         background_text = _read_text(folder / "background.reg")
         return source, shapes.parse(background_text) if background_text else None
 
-    def set_regions(self, session_id: str, source: Regions, background: Regions | None) -> None:
+    def set_regions(
+        self,
+        session_id: str,
+        source: Regions,
+        background: Regions | None,
+        frame: str | None = None,
+    ) -> None:
         folder = self._existing(session_id)
-        self._write_regions(folder, source, background)
+        self._write_regions(folder, source, background, frame)
         self._touch(folder)
 
     def set_coverage(self, session_id: str, rows: list[dict[str, Any]]) -> None:

@@ -26,7 +26,7 @@ class Setting:
     name: str
     default: Any
     help: str
-    type: str = "str"  # str | int | path | paths | bool
+    type: str = "str"  # str | int | float | path | paths | bool
     secret: bool = False  # never printed by `python -m app settings`
 
     @property
@@ -42,6 +42,11 @@ class Setting:
                 return int(raw)
             except (TypeError, ValueError):
                 raise SettingError(f"{self.env} must be a whole number, not {raw!r}") from None
+        if self.type == "float":
+            try:
+                return float(raw)
+            except (TypeError, ValueError):
+                raise SettingError(f"{self.env} must be a number, not {raw!r}") from None
         if self.type == "bool":
             if isinstance(raw, bool):
                 return raw
@@ -249,6 +254,21 @@ SETTINGS: tuple[Setting, ...] = (
         "the workers call services inside the network).",
         "bool",
     ),
+    Setting(
+        "REGION_MAX_DEG",
+        5.0,
+        "Largest region, in degrees across (a circle's diameter, a box's diagonal, the span of "
+        "several shapes), that sessions and coverage queries accept; larger ones are refused "
+        "with a message.",
+        "float",
+    ),
+    Setting(
+        "SESAME_URL",
+        "",
+        "CDS Sesame name resolver the target box asks when no archived observation has the "
+        "name, e.g. https://cds.unistra.fr/cgi-bin/nph-sesame/-oxp/SNV. Empty: names are "
+        "resolved from the archive only (no network).",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -313,6 +333,14 @@ def _check(values: Mapping[str, Any]) -> None:
     if values["SANDBOX"] not in SANDBOX_MODES:
         raise SettingError(
             f"REGIO_SANDBOX must be one of {', '.join(SANDBOX_MODES)}, not {values['SANDBOX']!r}"
+        )
+    if not 0 < values["REGION_MAX_DEG"] <= 180:
+        raise SettingError(
+            f"REGIO_REGION_MAX_DEG must be above 0 and at most 180, not {values['REGION_MAX_DEG']}"
+        )
+    if values["SESAME_URL"] and not str(values["SESAME_URL"]).startswith(("http://", "https://")):
+        raise SettingError(
+            f"REGIO_SESAME_URL must start with http:// or https://, not {values['SESAME_URL']!r}"
         )
     if values["LOG_MAX_BYTES"] < MIN_LOG_BYTES:
         raise SettingError(

@@ -10,8 +10,11 @@ The viewer sends a list of JSON shapes in ICRS degrees::
 
 with ``"exclude": true`` for a DS9 exclusion (``-circle(...)``). Sizes are full widths and heights
 (DS9's convention), radii are radii, angles are DS9 angles in degrees. Users may also give DS9 text
-(any sky frame; converted to ICRS). Parsing and validation of the shapes themselves belong to
-``indexer.shapes``; this module converts between the formats, both ways.
+in any sky frame of ``indexer.shapes.DS9_FRAMES`` (converted to ICRS there, by ``validate``; the
+frame it was written in is kept as the user's frame, and :func:`to_ds9` writes a region back in
+it). Parsing, validation and frames of the shapes themselves belong to ``indexer.shapes``; this
+module converts between the formats, both ways, and checks a region's size against the site's
+limit (:func:`check_span`, the setting ``REGIO_REGION_MAX_DEG``).
 """
 
 from __future__ import annotations
@@ -39,9 +42,27 @@ from indexer.limits import (
     MAX_REGION_VERTICES,
     MAX_SHAPES,
 )
-from indexer.shapes import RegionError, is_included, parse_ds9, validate
+from indexer.shapes import (
+    DS9_FRAMES,
+    RegionError,
+    from_icrs,
+    is_included,
+    parse_ds9_frame,
+    span,
+    validate,
+)
 
-__all__ = ["RegionError", "from_json", "parse", "to_ds9", "to_json", "to_physical_ds9"]
+__all__ = [
+    "DS9_FRAMES",
+    "RegionError",
+    "check_span",
+    "from_json",
+    "parse",
+    "parse_frame",
+    "to_ds9",
+    "to_json",
+    "to_physical_ds9",
+]
 
 #: The fields of each viewer shape type (besides ``type`` and ``exclude``).
 FIELDS: dict[str, frozenset[str]] = {
@@ -207,11 +228,41 @@ def from_json(shapes: Any) -> Regions:
     return validate(built)
 
 
-def parse(value: Any) -> Regions:
-    """A region given either as DS9 text or as a list of viewer JSON shapes."""
+def parse(value: Any, max_deg: float | None = None) -> Regions:
+    """A region given either as DS9 text or as a list of viewer JSON shapes, in ICRS; larger
+    than ``max_deg`` across (when given) is refused (:func:`check_span`)."""
+    return parse_frame(value, max_deg)[0]
+
+
+def parse_frame(value: Any, max_deg: float | None = None) -> tuple[Regions, str | None]:
+    """:func:`parse`, and the DS9 frame the text was written in (None for viewer shapes, which
+    are ICRS degrees and say nothing of the user's frame)."""
     if isinstance(value, str):
-        return parse_ds9(value)
-    return from_json(value)
+        regions, frame = parse_ds9_frame(value)
+    else:
+        regions, frame = from_json(value), None
+    if max_deg is not None:
+        check_span(regions, max_deg)
+    return regions, frame
+
+
+def check_span(regions: Regions, max_deg: float) -> None:
+    """Refuse a region larger than ``max_deg`` degrees across (``indexer.shapes.span``: a
+    circle's diameter, a box's diagonal, the distance across several shapes)."""
+    size = span(regions).deg
+    if size > max_deg:
+        raise RegionError(
+            f"the region is {size:.3g}° across, larger than the {max_deg:g}° this site allows "
+            "(REGIO_REGION_MAX_DEG): draw a smaller region"
+        )
+
+
+def check_frame(frame: Any) -> str:
+    """A DS9 frame name as given by a user (case-insensitive), or a ``RegionError``."""
+    name = frame.strip().lower() if isinstance(frame, str) else None
+    if name not in DS9_FRAMES:
+        raise RegionError(f"'frame' must be one of {', '.join(DS9_FRAMES)}, got {_show(frame)}")
+    return name
 
 
 def to_json(regions: Iterable[SkyRegion]) -> list[dict[str, Any]]:
@@ -260,11 +311,14 @@ def _ds9_lines(regions: Iterable[Any]) -> list[str]:
     return lines
 
 
-def to_ds9(regions: Iterable[SkyRegion]) -> str:
-    """ICRS ``Regions`` -> a DS9 region file (``icrs`` frame, degrees)."""
+def to_ds9(regions: Iterable[SkyRegion], frame: str = "icrs") -> str:
+    """ICRS ``Regions`` -> a DS9 region file in ``frame`` (a ``DS9_FRAMES`` key; degrees),
+    every shape converted to it (``indexer.shapes.from_icrs``)."""
+    frame = check_frame(frame)
+    converted = [from_icrs(shape, frame) for shape in validate(list(regions))]
     return (
-        "# Region file format: DS9 (written by Regio)\nicrs\n"
-        + "\n".join(_ds9_lines(regions))
+        f"# Region file format: DS9 (written by Regio)\n{frame}\n"
+        + "\n".join(_ds9_lines(converted))
         + "\n"
     )
 

@@ -3,8 +3,7 @@
 This module owns region parsing and validation for the whole project (the indexer CLI and the
 web app, which adds Aladin-JSON input on top of the same objects).
 
-Supported DS9 shapes, in sky coordinates only (``icrs``, ``fk5``, ``fk4``, ``galactic``,
-``ecliptic``; everything is converted to ICRS): ``circle``, ``ellipse``, ``box``, ``polygon``,
+Supported DS9 shapes, in sky coordinates only: ``circle``, ``ellipse``, ``box``, ``polygon``,
 ``annulus`` (one inner and one outer radius). Several shapes may be given; shapes prefixed with
 ``-`` (DS9 exclusions, e.g. ``-circle(...)``) are subtracted from the union of the others.
 
@@ -23,6 +22,15 @@ The DS9 ``angle`` of ellipses and boxes is measured counter-clockwise from the R
 shown with North up and East left); the position angle of the box/ellipse ``height`` axis East of
 North is therefore equal to ``angle`` (and that of the ``width`` axis is ``angle + 90``).
 
+Frames: every DS9 sky frame the ``regions`` 0.12 parser reads (:data:`DS9_FRAMES`: ``icrs``,
+``fk5``/``j2000``, ``fk4``/``b1950``, ``galactic``, ``ecliptic``) is converted to ICRS by
+:func:`validate`, the one gate every region passes, so that everything after it (MOCs, session
+files, runs) sees ICRS shapes only: centres and polygon vertices are transformed, and the angle of
+ellipses and boxes is turned by the position angle of the frame's North at the shape's centre
+(:func:`north_angle`); sizes are kept. :func:`from_icrs` turns an ICRS shape back into a frame
+(for DS9 files written in the frame the user chose); :func:`parse_ds9_frame` also says in which
+frame the text was written.
+
 All cells that the shape touches are kept (mocpy's default), so a region smaller than one cell
 still gives a non-empty MOC.
 """
@@ -37,8 +45,13 @@ from collections.abc import Iterable
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import (
+    FK4,
+    FK5,
     ICRS,
     Angle,
+    BarycentricMeanEcliptic,
+    BaseCoordinateFrame,
+    Galactic,
     SkyCoord,
     SphericalRepresentation,
     UnitSphericalRepresentation,
@@ -76,6 +89,19 @@ SHAPES = (
     CircleAnnulusSkyRegion,
 )
 SHAPE_NAMES = "circle, ellipse, box, polygon, annulus"
+
+
+#: The DS9 sky frames (as written in region files) and the astropy frames the ``regions``
+#: parser gives them; ``j2000`` and ``b1950`` are read as ``fk5`` and ``fk4``.
+DS9_FRAMES: dict[str, BaseCoordinateFrame] = {
+    "icrs": ICRS(),
+    "fk5": FK5(equinox="J2000"),
+    "fk4": FK4(equinox="B1950", obstime="B1950"),
+    "galactic": Galactic(),
+    "ecliptic": BarycentricMeanEcliptic(equinox="J2000"),
+}
+#: A step along a frame's meridian, to find the direction of its North [deg].
+_NORTH_STEP_DEG = 1e-4
 
 
 class RegionError(ValueError):
@@ -177,12 +203,18 @@ def _prescan_ds9(text: str) -> None:
 
 
 def parse_ds9(text: str) -> Regions:
-    """Parse a DS9 region string into validated sky regions (see :func:`validate`).
+    """Parse a DS9 region string into validated sky regions in ICRS (see :func:`validate`).
 
     Raises :class:`RegionError` for syntax errors, pixel coordinates (no WCS to convert them),
     unsupported shapes, non-positive sizes, polygons with fewer than 3 vertices, empty input,
     control characters and input over the limits of ``indexer.limits`` (checked before parsing).
     """
+    return parse_ds9_frame(text)[0]
+
+
+def parse_ds9_frame(text: str) -> tuple[Regions, str]:
+    """Like :func:`parse_ds9`, and the DS9 frame (a :data:`DS9_FRAMES` key) the text's first
+    included shape was written in: the frame the user works in."""
     if not isinstance(text, str):
         raise RegionError(f"a DS9 region must be text, not {type(text).__name__}")
     _prescan_ds9(text)
@@ -204,7 +236,79 @@ def parse_ds9(text: str) -> Regions:
                 )
             raise RegionError(f"cannot parse DS9 region: {message}")
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return validate(parsed)
+    frames = [ds9_frame(shape) for shape in parsed if isinstance(shape, SkyRegion)]
+    included = [
+        ds9_frame(shape) for shape in parsed if isinstance(shape, SkyRegion) and is_included(shape)
+    ]
+    valid = validate(parsed)
+    return valid, (included or frames or ["icrs"])[0]
+
+
+def ds9_frame(shape: SkyRegion) -> str:
+    """The DS9 name (a :data:`DS9_FRAMES` key) of a sky shape's frame; ``icrs`` for any other."""
+    coords = shape.vertices if isinstance(shape, PolygonSkyRegion) else shape.center
+    frame = coords.frame
+    for name, known in DS9_FRAMES.items():
+        if frame.name == known.name:
+            return name
+    return "icrs"
+
+
+def _frame(name: str) -> BaseCoordinateFrame:
+    try:
+        return DS9_FRAMES[name]
+    except (KeyError, TypeError):
+        raise RegionError(
+            f"unknown frame {str(name)[:40]!r}: one of {', '.join(DS9_FRAMES)}"
+        ) from None
+
+
+def north_angle(centre: SkyCoord) -> Angle:
+    """Position angle, East of North in ICRS, of the North of ``centre``'s own frame at
+    ``centre``: what turns a DS9 angle in that frame into the same angle in ICRS (both frames
+    have East to the left of North, so angles add)."""
+    north = centre.directional_offset_by(0 * u.deg, _NORTH_STEP_DEG * u.deg)
+    return centre.icrs.position_angle(north.icrs).to(u.deg)
+
+
+def to_icrs(shape: SkyRegion) -> SkyRegion:
+    """One sky shape in ICRS: centre or vertices transformed, ellipse and box angles turned by
+    :func:`north_angle`, sizes kept; the same object when it already is ICRS."""
+    return _convert(shape, ICRS())
+
+
+def from_icrs(shape: SkyRegion, frame: str) -> SkyRegion:
+    """An ICRS sky shape in the DS9 frame ``frame`` (a :data:`DS9_FRAMES` key), the inverse of
+    :func:`to_icrs`; the angle is written as DS9 measures it in that frame."""
+    return _convert(shape, _frame(frame))
+
+
+def _convert(shape: SkyRegion, target: BaseCoordinateFrame) -> SkyRegion:
+    if isinstance(shape, PolygonSkyRegion):
+        if shape.vertices.frame.name == target.name:
+            return shape
+        out = PolygonSkyRegion(shape.vertices.transform_to(target))
+    else:
+        centre = shape.center
+        if centre.frame.name == target.name:
+            return shape
+        moved = centre.transform_to(target)
+        moved = SkyCoord(moved.frame.realize_frame(moved.represent_as(UnitSphericalRepresentation)))
+        if isinstance(shape, EllipseSkyRegion | RectangleSkyRegion):
+            # the angle from the old frame's North, plus (ICRS) the old North's position angle,
+            # minus the new North's: the same direction on the sky
+            turn = north_angle(centre) - north_angle(moved)
+            angle = Angle((Angle(shape.angle) + turn).to_value(u.deg) % 360.0, u.deg)
+            out = type(shape)(moved, shape.width, shape.height, angle)
+        elif isinstance(shape, CircleSkyRegion):
+            out = CircleSkyRegion(moved, shape.radius)
+        elif isinstance(shape, CircleAnnulusSkyRegion):
+            out = CircleAnnulusSkyRegion(moved, shape.inner_radius, shape.outer_radius)
+        else:
+            return shape  # refused by validation
+    out.meta = shape.meta.copy() if shape.meta is not None else out.meta
+    out.visual = shape.visual.copy() if shape.visual is not None else out.visual
+    return out
 
 
 def is_included(region: SkyRegion) -> bool:
@@ -241,6 +345,10 @@ def validate(regions: Regions | Iterable[SkyRegion]) -> Regions:
         )
     for number, shape in enumerate(shapes, start=1):
         _validate_shape(shape, number)
+    try:
+        shapes = [to_icrs(shape) for shape in shapes]
+    except (ValueError, TypeError) as exc:  # a transformation astropy cannot make
+        raise RegionError(f"cannot convert the region to ICRS: {_one_line(exc)}") from None
     if not any(is_included(shape) for shape in shapes):
         raise RegionError("the region only has exclusions ('-shape'): add an included shape")
     valid = Regions(shapes)
@@ -502,3 +610,25 @@ def extent(regions: Regions | Iterable[SkyRegion]) -> Angle:
         else:
             sizes.append(max(size.deg for size in _sizes(shape).values()))
     return Angle(max(sizes), u.deg)
+
+
+def span(regions: Regions | Iterable[SkyRegion]) -> Angle:
+    """How large the included shapes are together: the diameter of the circle about their
+    :func:`centre` that holds all of them (a circle's diameter, a box's diagonal, two small
+    circles far apart: their distance plus their radii). Exclusions only take away, so they do
+    not count."""
+    shapes = [shape for shape in validate(regions) if is_included(shape)]
+    middle = centre(shapes)
+    reach = 0.0
+    for shape in shapes:
+        if isinstance(shape, PolygonSkyRegion):
+            reach = max(reach, float(middle.separation(_vertices(shape)).deg.max()))
+            continue
+        if isinstance(shape, RectangleSkyRegion):
+            half = float(np.hypot(Angle(shape.width).deg, Angle(shape.height).deg) / 2)
+        elif isinstance(shape, EllipseSkyRegion):  # width and height are full axes
+            half = max(Angle(shape.width).deg, Angle(shape.height).deg) / 2
+        else:  # radii
+            half = max(size.deg for size in _sizes(shape).values())
+        reach = max(reach, float(middle.separation(shape.center.icrs).deg) + half)
+    return Angle(min(2 * reach, 360.0), u.deg)

@@ -53,7 +53,7 @@ def _json_type(value: Any) -> str:
 
 
 #: The fields of a regions request, JSON or multipart.
-REGION_FIELDS = frozenset({"source", "background", "title", "view"})
+REGION_FIELDS = frozenset({"source", "background", "title", "view", "frame"})
 
 
 def regions_body() -> dict[str, Any]:
@@ -89,7 +89,9 @@ def index_or_503():
 
 
 def parse_regions(body: dict[str, Any]):
-    """Source and background regions from a body (DS9 strings or viewer JSON shapes) or a 400."""
+    """Source and background regions from a body (DS9 strings or viewer JSON shapes) or a 400,
+    in ICRS, each at most ``REGIO_REGION_MAX_DEG`` across; and the user's DS9 frame: the body's
+    ``frame``, else the source's DS9 frame, else None (viewer shapes: the session's is kept)."""
     unknown = set(body) - REGION_FIELDS
     if unknown:
         names = ", ".join(sorted(str(n)[:40] for n in unknown)[:10])
@@ -103,17 +105,22 @@ def parse_regions(body: dict[str, Any]):
             )
     if body.get("source") in (None, "", []):
         abort(400, description="'source' is required: a DS9 region string or a list of shapes")
+    max_deg = settings()["REGION_MAX_DEG"]
     try:
-        source = shapes.parse(body["source"])
+        frame = None if body.get("frame") is None else shapes.check_frame(body["frame"])
+    except shapes.RegionError as exc:
+        abort(400, description=str(exc))
+    try:
+        source, source_frame = shapes.parse_frame(body["source"], max_deg)
     except shapes.RegionError as exc:
         abort(400, description=f"source region: {exc}")
-    background = None
+    background, background_frame = None, None
     if body.get("background") not in (None, "", []):
         try:
-            background = shapes.parse(body["background"])
+            background, background_frame = shapes.parse_frame(body["background"], max_deg)
         except shapes.RegionError as exc:
             abort(400, description=f"background region: {exc}")
-    return source, background
+    return source, background, frame or source_frame or background_frame
 
 
 class _NamingIndex:
@@ -220,10 +227,12 @@ def create_session():
     multipart form (fields ``source``, ``background``)."""
     body = regions_body()
     title = bodies.one_line(body.get("title", ""), "title")  # the cheap checks first
-    source, background = parse_regions(body)
+    source, background, frame = parse_regions(body)
     rows = covering_rows(source, background)
     store = session_store()
-    session_id = store.create(source, background, owner=auth.owner_id(), title=title)
+    session_id = store.create(
+        source, background, owner=auth.owner_id(), title=title, frame=frame
+    )
     store.set_coverage(session_id, rows)
     response = jsonify(session_json(session_id))
     response.status_code = 201
@@ -276,10 +285,10 @@ def put_regions(session_id: str):
     """Replace the regions; the coverage is found again and the selection pruned to it."""
     load_session(session_id, "write")  # 404 / 403 before anything else
     body = regions_body()
-    source, background = parse_regions(body)
+    source, background, frame = parse_regions(body)
     rows = covering_rows(source, background)
     store = session_store()
-    store.set_regions(session_id, source, background)
+    store.set_regions(session_id, source, background, frame)
     store.set_coverage(session_id, rows)
     return jsonify(session_json(session_id))
 
