@@ -67,7 +67,7 @@ def resolve(settings: Mapping[str, Any], text: Any) -> dict[str, Any]:
     if not url:
         raise UnknownName(f"no archived observation has an object named like {name!r}")
     try:
-        answer = sesame(url, name)
+        answer = sesame(url, name, SESAME_TIMEOUT)
     except OSError as exc:  # URLError, timeouts, refused connections
         reason = getattr(exc, "reason", exc)
         raise UnknownName(
@@ -79,10 +79,11 @@ def resolve(settings: Mapping[str, Any], text: Any) -> dict[str, Any]:
     return {**answer, "source": "sesame", "matches": [answer | {"exposures": []}]}
 
 
-def sesame(url: str, name: str, timeout: float = SESAME_TIMEOUT) -> dict[str, Any] | None:
+def sesame(url: str, name: str, timeout: float) -> dict[str, Any] | None:
     """Ask CDS Sesame at ``url`` (e.g. ``.../nph-sesame/-oxp/SNV``) for ``name``: its first
-    resolver's ``{"name", "ra", "dec"}`` [deg], or None when no resolver found it. Network
-    errors raise ``OSError``; an answer that is not Sesame XML gives None."""
+    resolver's ``{"name", "ra", "dec"}`` [deg], or None when no resolver found it, within
+    ``timeout`` seconds. Network errors and timeouts raise ``OSError``; an answer that is not
+    Sesame XML gives None."""
     request = urllib.request.Request(
         f"{url}?{urllib.parse.quote(name)}", headers={"User-Agent": "Regio"}
     )
