@@ -9,6 +9,8 @@ change to the app: drop the two files in the folder. A manifest looks like::
     executable = "spectrum.py"        # a file in the scripts folder; *.py runs with the worker's Python
     documentation = "One paragraph shown on the launch form."
     time_limit = 600                  # seconds; the run ends ERROR "time limit exceeded" beyond it
+    cold_start = false                # optional; true: a new interpreter per run, never a warm
+                                      # start (app.warm), e.g. for a script that needs one
     stages = ["extract", "plot"]      # optional: the [STAGE] names in order (or stage_count = 2)
 
     [[parameters]]
@@ -198,6 +200,7 @@ class Script:
     manifest: Path = field(default=Path(), compare=False)
     stages: tuple[str, ...] = ()  #: stage names announced by the manifest, in order
     stage_count: int | None = None  #: ``len(stages)`` or the manifest's ``stage_count``
+    cold_start: bool = False  #: never started warm (``app.warm``): a new interpreter per run
 
     def mismatch(self, rows: list[Mapping[str, Any]]) -> str | None:
         """Why the script cannot process these exposure rows (None when it accepts them all)."""
@@ -326,6 +329,7 @@ class _ManifestReader:
         "accepts": False,
         "stages": False,
         "stage_count": False,
+        "cold_start": False,
     }
     PARAM_KEYS = {"name", "type", "default", "unit", "min", "max", "choices", "help"}
     PRODUCT_KEYS = {"kind", "description"}
@@ -361,6 +365,9 @@ class _ManifestReader:
             self.product(f"products[{i}]", p) for i, p in enumerate(self.tables("products", data))
         )
         stages, stage_count = self.stages(data)
+        cold_start = data.get("cold_start", False)
+        if not isinstance(cold_start, bool):
+            raise self.fail("cold_start", f"must be true or false, not {cold_start!r}")
         return Script(
             name=name,
             title=data["title"].strip(),
@@ -374,6 +381,7 @@ class _ManifestReader:
             manifest=self.path,
             stages=stages,
             stage_count=stage_count,
+            cold_start=cold_start,
         )
 
     def stages(self, data: dict[str, Any]) -> tuple[tuple[str, ...], int | None]:

@@ -11,7 +11,10 @@ The run record (``app.runs``) is the source of truth; rq only carries a run to a
   heartbeats are short (``--worker-ttl``, ``--job-monitoring-interval``), and its worker class
   (``RegioWorker``) preloads this module (and through it the runner) before rq forks a horse per
   job, which keeps the cost of a run over its script to a few tens of milliseconds
-  (``bench/runs.py``);
+  (``bench/runs.py``). It also keeps the worker's warm server (``app.warm``, ``REGIO_WARM``):
+  started with the worker, restarted before a job if it died, stopped with the worker; Python
+  scripts then start without paying their imports (``bench/run_to_products.py``). A job never
+  depends on it: without one, its run starts cold;
 - ``cancel``: a QUEUED run becomes ABORTED at once and its rq job is cancelled; an EXECUTING run
   gets the cancel key (``app.runner.CANCEL_KEY``) and its runner ends it ABORTED within
   ``runner.POLL`` + ``runner.KILL_GRACE`` seconds. The record's conditional updates settle the
@@ -51,7 +54,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from app import catalog, runs
+from app import catalog, runs, warm
 from app.plumbing import now
 from app.runner import CANCEL_KEY, HEARTBEAT_TTL, Runner
 from app.runs import ABORTED, QUEUED, Run
@@ -118,6 +121,49 @@ class RegioWorker(_RqWorker):
         # rq's command line builds its queues with its own serializer: rebuild them by name
         names = [q.name if isinstance(q, Queue) else q for q in queues]
         super().__init__(names, *args, **kwargs)
+
+    def work(self, *args, **kwargs):
+        """rq's loop, with the warm server running beside it (stopped when the loop ends)."""
+        ensure_warm_server(self.log)
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            if warm.CURRENT is not None:
+                warm.CURRENT.stop()
+                warm.CURRENT = None
+
+    def fork_work_horse(self, job, queue):
+        """Restart the warm server if it died, then fork the horse (which inherits it)."""
+        ensure_warm_server(self.log)
+        return super().fork_work_horse(job, queue)
+
+
+def ensure_warm_server(log=None) -> warm.Zygote | None:
+    """Start (or restart) this worker's warm server when the settings ask for it
+    (``REGIO_WARM=auto`` and a sandbox other than ``off``); returns it, or None."""
+    from app import settings
+
+    try:
+        config = settings.load()
+    except settings.SettingError:
+        return None  # the runner reports bad settings on the run
+    if config["WARM"] == "off" or config["SANDBOX"] == "off":
+        if warm.CURRENT is not None:
+            warm.CURRENT.stop()
+            warm.CURRENT = None
+        return None
+    if warm.CURRENT is None:
+        preload = config["WARM_PRELOAD"].replace(",", " ").split() or warm.DEFAULT_PRELOAD
+        warm.CURRENT = warm.Zygote(preload)
+    if not warm.CURRENT.alive():
+        if warm.CURRENT.start():
+            if log is not None:
+                log.info(
+                    "warm server %s started (pid %s)", warm.CURRENT.starts, warm.CURRENT.proc.pid
+                )
+        elif log is not None:
+            log.warning("%s: Python scripts start cold", warm.CURRENT.problem)
+    return warm.current()
 
 
 def queue(redis_conn: redis.Redis, queue_name: str = QUEUE_NAME) -> Queue:

@@ -58,7 +58,7 @@ from typing import Any
 
 import redis
 
-from app import catalog, notify, runs, sandbox, settings
+from app import catalog, notify, runs, sandbox, settings, warm
 from app.plumbing import die_with_parent, now
 from app.reaper import descendants
 from app.reaper import kill_tree as _kill_descendants
@@ -135,6 +135,8 @@ class Runner:
         self.log_max = settings.BY_NAME["LOG_MAX_BYTES"].default
         self.log_size = 0
         self.log_dropped: int | None = None  # None until the script starts
+        self.sandboxed = False  # the script runs in bubblewrap
+        self.warm_pidfd: int | None = None  # the script's process when started warm
 
     # -- phases
 
@@ -189,19 +191,25 @@ class Runner:
             return self._close(ABORTED, "cancelled before the script started")
         self.time_limit = run.time_limit or script.time_limit
         started = time.monotonic()
+        conn = None
         try:
             _check_executable(command[0])
             argv, env, death = self._confine(run, command)
-            proc = subprocess.Popen(
-                argv,
-                cwd=run.path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group and session
-                preexec_fn=die_with_parent(os.getpid(), death),  # noqa: PLW1509 - no threads yet
-            )
+            started_warm = self._start_warm(run, script, command, argv, env, death)
+            if started_warm is not None:
+                proc, out, conn = started_warm
+            else:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=run.path,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group and session
+                    preexec_fn=die_with_parent(os.getpid(), death),  # noqa: PLW1509 - no threads
+                )
+                out = proc.stdout
         except (OSError, sandbox.SandboxError) as exc:  # not executable, no #!, no sandbox
             self._say(f"ERROR: the script cannot start: {exc}")
             return self._close(ERROR, f"the script cannot start: {exc}")
@@ -210,14 +218,18 @@ class Runner:
         self.notifier.started(run)  # never raises; sends from a background thread
         try:
             self._update(pid=proc.pid)
-            self._watch(proc, started + self.time_limit)
+            self._watch(proc, out.fileno(), started + self.time_limit)
         except BaseException as exc:
             self._say(f"the runner failed: {exc!r}")
             self.stop = self.stop or _Stop(ERROR, f"the runner failed: {exc!r}")
             raise
         finally:
             _kill_script(proc.pid)  # whatever is left of the script
-            proc.stdout.close()  # type: ignore[union-attr]
+            out.close()
+            if conn is not None:
+                conn.close()
+            if self.warm_pidfd is not None:
+                os.close(self.warm_pidfd)
             code = proc.wait()
             kill_run_processes(self.run_id)  # and any process of the run left on this host
             if runs.disarm(run.path):
@@ -284,9 +296,8 @@ class Runner:
 
     # -- watching the process
 
-    def _watch(self, proc: subprocess.Popen, deadline: float) -> None:
-        """Pump output and run the checks until the script's main process has ended."""
-        fd = proc.stdout.fileno()  # type: ignore[union-attr]
+    def _watch(self, proc: subprocess.Popen, fd: int, deadline: float) -> None:
+        """Pump output (``fd``) and run the checks until the script's main process has ended."""
         os.set_blocking(fd, False)
         ended_at: float | None = None
         eof = False
@@ -327,6 +338,9 @@ class Runner:
             self.stop = self._stop_reason(now, deadline)
             if self.stop is not None:
                 self._say(f"stopping the script: {self.stop.error}")
+                if self.warm_pidfd is not None:  # not below bubblewrap: the warm server's child
+                    with contextlib.suppress(OSError):
+                        signal.pidfd_send_signal(self.warm_pidfd, self.stop.sig)
                 _signal_script(pid, self.stop.sig)
                 self.kill_at = now + KILL_GRACE
         elif now >= self.kill_at:
@@ -492,6 +506,7 @@ class Runner:
                     "scripts, archive and input files read-only; no network"
                 )
                 env.update(HOME="/tmp", TMPDIR="/tmp")
+                self.sandboxed = True
                 # bwrap --die-with-parent takes the whole sandbox with it
                 return sandbox.bwrap_command(bwrap, command, plan), env, signal.SIGKILL
             if mode == "bwrap":
@@ -502,6 +517,85 @@ class Runner:
         )
         # SIGTERM: the reaper kills the script's processes before it exits
         return sandbox.reaper_command(command), env, signal.SIGTERM
+
+    def _start_warm(
+        self,
+        run: Run,
+        script: catalog.Script,
+        command: list[str],
+        argv: list[str],
+        env: dict[str, str],
+        death: signal.Signals,
+    ) -> tuple[subprocess.Popen, Any, Any] | None:
+        """Start a Python script warm (``app.warm``): bubblewrap as ``argv`` with the holder in
+        place of ``command``, the script forked by the worker's warm server in its namespaces.
+        Returns the bubblewrap process, the log pipe and the warm server connection, or None
+        (the log says why) for a cold start."""
+        if (
+            not self.sandboxed
+            or self.config.get("WARM", "auto") == "off"
+            or script.executable.suffix != ".py"
+            or getattr(script, "cold_start", False)
+            or argv[-len(command) :] != command
+        ):
+            return None
+        zygote = warm.current()
+        if zygote is None:
+            self._say("start: cold (this worker runs no warm server)")
+            return None
+        holder = argv[: len(argv) - len(command)] + warm.HOLDER
+        log_r, log_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        status_r, status_w = os.pipe()
+        proc = None
+        try:
+            proc = subprocess.Popen(
+                holder,
+                cwd=run.path,
+                env=env,
+                stdin=status_r,
+                stdout=ready_w,
+                stderr=log_w,
+                start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid(), death),  # noqa: PLW1509 - no threads yet
+            )
+            os.close(ready_w)
+            ready_w = -1
+            if warm._read_line(ready_r, warm.READY_TIMEOUT) != "ready":
+                raise warm.WarmError("the sandbox did not start")
+            conn, pid = warm.start_in_sandbox(
+                zygote, warm.sandbox_pid(proc.pid), log_w, status_w, command[1:], str(run.path), env
+            )
+        except (OSError, warm.WarmError) as exc:
+            if proc is not None:
+                _kill_script(proc.pid)
+                proc.wait()
+            os.close(log_w)
+            self._drain(log_r)  # what bubblewrap said
+            os.close(log_r)
+            self._say(f"start: cold (the warm start failed: {exc})")
+            return None
+        finally:
+            for fd in (ready_r, ready_w, status_r, status_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        os.close(log_w)
+        with contextlib.suppress(OSError):  # it may have ended already
+            self.warm_pidfd = os.pidfd_open(pid)
+        self._say(
+            "start: warm (forked in the sandbox by the worker's warm server, which had "
+            "imported the science packages)"
+        )
+        return proc, open(log_r, "rb", buffering=0), conn
+
+    def _drain(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):
+            while data := os.read(fd, 65536):
+                self._feed(data)
+        if self.partial:
+            self._feed(b"\n")
 
     def _layout(self, run: Run) -> sandbox.Layout:
         """What the script sees: see ``app.sandbox``. Paths come from this worker's settings."""

@@ -212,6 +212,21 @@ SETTINGS: tuple[Setting, ...] = (
         "descendants still end with it). See 'Containment of scripts'.",
     ),
     Setting(
+        "WARM",
+        "auto",
+        "Warm starts of Python scripts: `auto` (each worker keeps a warm server that has imported "
+        "the science packages and forks scripts inside their bubblewrap sandbox, ~1-2 s saved per "
+        "run; cold when bubblewrap is not used or the manifest says `cold_start = true`) or `off` "
+        "(every script starts a new interpreter). See 'Warm starts'.",
+    ),
+    Setting(
+        "WARM_PRELOAD",
+        "",
+        "Modules the warm server imports, separated by spaces or commas (installed packages only: "
+        "code of the scripts folder is never run outside the sandbox); empty: numpy, scipy, "
+        "astropy, matplotlib (Agg), regions, mocpy.",
+    ),
+    Setting(
         "SANDBOX_PATHS",
         "",
         "Extra folders scripts may read inside the sandbox, separated by ':' (software such as "
@@ -330,6 +345,8 @@ def _check(values: Mapping[str, Any]) -> None:
         raise SettingError(
             f"REGIO_AUTH must be one of {', '.join(AUTH_MODES)}, not {values['AUTH']!r}"
         )
+    if values["WARM"] not in ("auto", "off"):
+        raise SettingError(f"REGIO_WARM must be auto or off, not {values['WARM']!r}")
     if values["SANDBOX"] not in SANDBOX_MODES:
         raise SettingError(
             f"REGIO_SANDBOX must be one of {', '.join(SANDBOX_MODES)}, not {values['SANDBOX']!r}"

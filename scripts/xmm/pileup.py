@@ -121,14 +121,12 @@ def excise_core(region: Region, radius_arcsec: float) -> Region:
 def pattern_plot(path: Path, title: str, x, y, pattern, pi, check: PatternCheck) -> None:
     """Pattern fractions against energy (as epatplot's upper panel): the whole source region
     (lines) and its core (points), with the classes the selection holds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from xmm import previews
 
     edges = np.geomspace(300, 10000, 16)
     centres = np.sqrt(edges[:-1] * edges[1:]) / 1000.0
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = previews.figure((6.4, 4.2), top=0.8)
+    ax = fig.add_subplot()
     r = np.hypot(x - check.centre[0], y - check.centre[1]) * PIXEL_ARCSEC
     core = r <= CORE_ARCSEC
     for (name, lo, hi), colour in zip(CLASSES, ("C0", "C1", "C2", "C3"), strict=True):
@@ -141,6 +139,7 @@ def pattern_plot(path: Path, title: str, x, y, pattern, pi, check: PatternCheck)
                 frac = np.where(total > 0, part / total, np.nan)
             ax.plot(centres, frac, style, color=colour, ms=4, label=label)
     ax.set_xscale("log")
+    previews.plain_ticks(ax.xaxis, previews.ENERGY_TICKS[1:])
     ax.set_ylim(0, 1)
     ax.set_xlabel("Energy (keV)")
     ax.set_ylabel("pattern fraction")
@@ -148,8 +147,7 @@ def pattern_plot(path: Path, title: str, x, y, pattern, pi, check: PatternCheck)
         f"{title}\n{textwrap.fill(check.describe(), 100)}\n"
         f'lines: source region, points: core <= {CORE_ARCSEC:g}"',
         fontsize=8,
+        y=1.01,
     )
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    previews.save(fig, path)
