@@ -41,6 +41,7 @@ import logging
 import os
 import secrets
 import shutil
+import sqlite3
 import stat
 import string
 import time
@@ -106,6 +107,14 @@ class RunNotFound(KeyError):
     """No run with this id."""
 
 
+class ClientKeyTaken(ValueError):
+    """Another run of the session already holds this client key (``create``): ``run_id``."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"the client key already names run {run_id}")
+        self.run_id = run_id
+
+
 class PhaseError(ValueError):
     """The change is not allowed from the run's current phase (a final phase, or a lost race)."""
 
@@ -143,6 +152,8 @@ class Run:
     log_dropped: int | None = None  # bytes of the script's output beyond REGIO_LOG_MAX_BYTES
     trigger: str = "manual"  # manual | standing:<id> | schedule:<id> (TRIGGER_KINDS)
     trigger_detail: dict[str, Any] | None = None  # what the trigger saw (new exposures, tick)
+    client_key: str | None = None  # the launch's client key (unique in its session)
+    request_digest: str | None = None  # sha256 of what that launch asked (script, params)
 
     @property
     def terminal(self) -> bool:
@@ -155,7 +166,7 @@ class Run:
     def to_json(self) -> dict[str, Any]:
         """The record as the API shows it (no file system paths, no process ids)."""
         out = asdict(self)
-        for private in ("run_dir", "pid", "requeues"):
+        for private in ("run_dir", "pid", "requeues", "request_digest"):
             out.pop(private)
         return out
 
@@ -233,12 +244,22 @@ def _m4_stage_count(db: sqlite_utils.Database) -> None:
     db["runs"].add_column("stage_count", int)  # type: ignore[union-attr]
 
 
+def _m5_client_key(db: sqlite_utils.Database) -> None:
+    """Idempotent launch: a client's key names at most one run per session (unique index; rows
+    without a key do not conflict: NULLs are distinct)."""
+    runs_table = db["runs"]
+    runs_table.add_column("client_key", str)  # type: ignore[union-attr]
+    runs_table.add_column("request_digest", str)  # type: ignore[union-attr]
+    runs_table.create_index(["session_id", "client_key"], unique=True)  # type: ignore[union-attr]
+
+
 # Append only: migration N brings the schema from version N-1 to N.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _m1_create_runs,
     _m2_log_dropped,
     _m3_trigger,
     _m4_stage_count,
+    _m5_client_key,
 )
 
 
@@ -268,13 +289,17 @@ def create(
     regio_version: str | None = None,
     trigger: str = "manual",
     trigger_detail: Mapping[str, Any] | None = None,
+    client_key: str | None = None,
+    request_digest: str | None = None,
 ) -> Run:
     """Make the run folder with its ``input.json`` and insert a QUEUED record.
 
     ``script`` is an ``app.catalog.Script`` and ``params`` its validated parameters
     (``catalog.validate_params``); ``regions`` and ``observations`` go to the input file as given.
     ``trigger`` says what started the run (``TRIGGER_KINDS``: ``manual``, ``standing:<id>``,
-    ``schedule:<id>``) and ``trigger_detail`` what it saw (JSON).
+    ``schedule:<id>``) and ``trigger_detail`` what it saw (JSON). ``client_key`` (with the
+    ``request_digest`` of what was asked) is unique in the session: when another run holds it,
+    nothing is kept (the folder is removed) and :class:`ClientKeyTaken` names that run.
     """
     if trigger.partition(":")[0] not in TRIGGER_KINDS:
         raise ValueError(f"unknown trigger {trigger!r}")
@@ -308,10 +333,28 @@ def create(
         job_id=f"regio-run-{run_id}",
         trigger=trigger,
         trigger_detail=dict(trigger_detail) if trigger_detail is not None else None,
+        client_key=client_key,
+        request_digest=request_digest,
     )
-    with connect(db_path) as db:
-        db["runs"].insert({k: _encode(v) for k, v in asdict(run).items()})  # type: ignore[union-attr]
+    try:
+        with connect(db_path) as db:
+            db["runs"].insert({k: _encode(v) for k, v in asdict(run).items()})  # type: ignore[union-attr]
+    except sqlite3.IntegrityError:
+        holder = find_by_client_key(db_path, session_id, client_key) if client_key else None
+        if holder is None:
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise ClientKeyTaken(holder.id) from None
     return run
+
+
+def find_by_client_key(db_path: Path | str, session_id: str, client_key: str) -> Run | None:
+    """The run of the session launched with this client key, if any."""
+    with connect(db_path) as db:
+        row = db.execute(
+            "SELECT * FROM runs WHERE session_id = ? AND client_key = ?", [session_id, client_key]
+        ).fetchone()
+    return Run.from_row(row) if row is not None else None
 
 
 def get(db_path: Path | str, run_id: str) -> Run:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from mocpy import MOC
 from demo import epic_geometry as geometry
 from indexer import mocset as mocsets
 from indexer import store
-from indexer.build import DB_NAME, MANIFEST, write_mocset
+from indexer.build import DB_NAME, MANIFEST, rebuild_mocset
 from indexer.footprint import INDEX_DEPTH
 
 #: (object, RA, Dec, scatter) [deg]: always the first pointings of a catalogue.
@@ -220,6 +221,75 @@ def acis_i_mocs(plan: dict[str, np.ndarray], depth: int = INDEX_DEPTH, n_threads
     return [chips[4 * i].union(*chips[4 * i + 1 : 4 * i + 4]) for i in range(len(plan["ra"]))]
 
 
+def _synthetic_path(row: dict[str, Any]) -> str:
+    return f"{store.SYNTHETIC_PREFIX}{row['mission']}/{row['obsid']}/{row['camera']}"
+
+
+def _new_index(index_dir: Path) -> Path:
+    index_dir = Path(index_dir)
+    if (index_dir / MANIFEST).exists() or (index_dir / DB_NAME).exists():
+        raise SynthError(f"{index_dir} already holds an index: use a new folder")
+    if index_dir.exists() and not index_dir.is_dir():
+        raise SynthError(f"index path is not a folder: {index_dir}")
+    return index_dir
+
+
+def write_catalog(
+    index_dir: Path,
+    chunks: Iterable[list[tuple[dict[str, Any], np.ndarray]]],
+    depth: int,
+    description: str,
+) -> dict[str, int]:
+    """Store chunks of ``(exposure row with id, ranges at depth)`` as a build would store the
+    files it read (``files`` rows under synthetic paths, then ``exposures`` rows), then build
+    the MOC set the way every full build does (``indexer.build.rebuild_mocset``, streaming).
+    Returns sizes."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    db = store.connect(index_dir / DB_NAME)
+    try:
+        store.set_setting(db, "depth", depth)
+        store.set_setting(db, "synthetic", description)
+        exposures = 0
+        for chunk in chunks:
+            rows = []
+            for row, _ in chunk:
+                row["path"] = _synthetic_path(row)
+                row["size"], row["checksum"], row["moc_file"] = 0, "synthetic", None
+                rows.append(row)
+            store.insert_files(
+                db,
+                (
+                    {
+                        "path": row["path"],
+                        "size": 0,
+                        "mtime_ns": 0,
+                        "checksum": "synthetic",
+                        "meta": {k: v for k, v in row.items() if k not in _NOT_META},
+                        "depth": depth,
+                        "ranges": ranges,
+                    }
+                    for row, ranges in chunk
+                ),
+            )
+            store.insert_exposures(db, rows)
+            exposures += len(rows)
+        mocs = rebuild_mocset(db, index_dir, depth)
+        ranges = sum(len(mocsets.load(index_dir / n).ranges) for n in _segments(index_dir))
+    finally:
+        db.conn.close()
+    return {"exposures": exposures, "mocs": mocs, "ranges": ranges}
+
+
+#: Exposure columns that a file's metadata does not carry (they describe the file or index).
+_NOT_META = {"id", "path", "size", "checksum", "moc_file"}
+
+
+def _segments(index_dir: Path) -> list[str]:
+    from indexer.build import read_manifest, segment_names
+
+    return segment_names(read_manifest(index_dir) or {"mocset": None})
+
+
 def synth_catalog(
     index_dir: Path,
     observations: int = 14_000,
@@ -233,11 +303,7 @@ def synth_catalog(
 
     Returns timings [s] and sizes. Raises :class:`SynthError` if ``index_dir`` holds an index.
     """
-    index_dir = Path(index_dir)
-    if (index_dir / MANIFEST).exists() or (index_dir / DB_NAME).exists():
-        raise SynthError(f"{index_dir} already holds an index: use a new folder")
-    if index_dir.exists() and not index_dir.is_dir():
-        raise SynthError(f"index path is not a folder: {index_dir}")
+    index_dir = _new_index(index_dir)
     if observations < 1:
         raise SynthError("--observations must be at least 1")
     chandra = observations // 3 if chandra is None else chandra
@@ -301,21 +367,272 @@ def synth_catalog(
                 }
             )
     moc_seconds = time.perf_counter() - started
-    index_dir.mkdir(parents=True, exist_ok=True)
-    db = store.connect(index_dir / DB_NAME)
-    store.set_setting(db, "depth", depth)
-    store.set_setting(db, "synthetic", f"observations={observations} seed={seed}")
-    store.insert_exposures(db, rows)
-    mocset = mocsets.from_mocs([row["id"] for row in rows], mocs, depth)
-    write_mocset(index_dir, mocset, db)
-    db.conn.close()
+    pairs = [(row, mocsets.moc_to_ranges(moc, depth)) for row, moc in zip(rows, mocs, strict=True)]
+    sizes = write_catalog(
+        index_dir, [pairs], depth, f"observations={observations} chandra={chandra} seed={seed}"
+    )
     return {
-        "exposures": len(rows),
-        "ranges": int(len(mocset.ranges)),
-        "mocset_bytes": mocset.nbytes,
+        "exposures": sizes["exposures"],
+        "ranges": sizes["ranges"],
         "moc_seconds": round(moc_seconds, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+# --- a mixed archive of any size (a million footprints) -----------------------------------------
+
+#: Missions of :func:`mixed_catalog`: share of the MOCs, cameras per pointing, footprint.
+#: XMM-like: 30' fields, three cameras (two MOS circles, a rolled pn square); ACIS-like: a
+#: rolled 16.9' square (ACIS-I); Swift-XRT-like: 23.6' circles; eROSITA-like: 3.6 deg x 3.6 deg
+#: survey tiles on a fixed grid (3 deg apart, so they overlap), one row per telescope module
+#: (TM1-TM7, the same footprint) and survey pass.
+MIX: dict[str, float] = {"XMM": 0.27, "CHANDRA": 0.11, "SWIFT": 0.58, "EROSITA": 0.04}
+XMM_MOS_RADIUS_ARCMIN: float = 15.0
+XMM_PN_SIDE_ARCMIN: float = 26.0
+ACIS_SIDE_ARCMIN: float = 16.9
+XRT_RADIUS_ARCMIN: float = 11.8
+TILE_SIDE_DEG: float = 3.6
+TILE_STEP_DEG: float = 3.0
+TILE_MODULES = tuple(f"TM{k}" for k in range(1, 8))
+#: Rows generated, stored and forgotten at a time.
+MIXED_CHUNK: int = 20_000
+
+
+def _offsets(ra, dec, distance, pa) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`_offset`: points ``distance`` [deg] at ``pa`` [deg] from (ra, dec)."""
+    d, p = np.radians(distance), np.radians(pa)
+    dec0, ra0 = np.radians(dec), np.radians(ra)
+    sin_dec = np.sin(dec0) * np.cos(d) + np.cos(dec0) * np.sin(d) * np.cos(p)
+    dec1 = np.arcsin(np.clip(sin_dec, -1, 1))
+    ra1 = ra0 + np.arctan2(np.sin(p) * np.sin(d) * np.cos(dec0), np.cos(d) - np.sin(dec0) * sin_dec)
+    return np.degrees(ra1) % 360.0, np.degrees(dec1)
+
+
+def targets(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``n`` observing targets shared by the missions (vectorised): the special fields first,
+    then famous fields (30 %, scattered around them), the Galactic plane (20 %), the rest
+    uniform over the sky. Arrays ``ra``, ``dec`` [deg] and ``object``."""
+    kind = rng.choice(3, size=n, p=[0.3, 0.2, 0.5])
+    famous = rng.integers(0, len(FAMOUS_FIELDS), n)
+    f_ra = np.array([f[1] for f in FAMOUS_FIELDS])[famous]
+    f_dec = np.array([f[2] for f in FAMOUS_FIELDS])[famous]
+    f_spread = np.array([f[3] for f in FAMOUS_FIELDS])[famous]
+    ra_f, dec_f = _offsets(
+        f_ra, f_dec, f_spread * np.abs(rng.normal(0, 1, n)), rng.uniform(0, 360, n)
+    )
+    plane = SkyCoord(
+        l=rng.uniform(0, 360, n) * u.deg,
+        b=np.clip(rng.normal(0, 2.0, n), -89, 89) * u.deg,
+        frame="galactic",
+    ).icrs
+    ra = np.select([kind == 0, kind == 1], [ra_f, plane.ra.deg], rng.uniform(0, 360, n))
+    dec = np.select(
+        [kind == 0, kind == 1],
+        [dec_f, plane.dec.deg],
+        np.degrees(np.arcsin(rng.uniform(-1, 1, n))),
+    )
+    names = np.array([f[0] for f in FAMOUS_FIELDS], dtype=object)[famous]
+    names = np.where(kind == 0, names, np.char.add("TARGET-", np.arange(n).astype(str)))
+    k = min(n, len(SPECIAL_FIELDS))
+    for i in range(k):
+        names[i], ra[i], dec[i], _ = SPECIAL_FIELDS[i]
+    return {"ra": ra % 360.0, "dec": dec, "object": names}
+
+
+def _mission_pointings(
+    n: int, pool: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """``n`` pointings on the shared targets, popular ones observed again and again (a target
+    index drawn as ``len * u**3``), a few arcminutes off, with a random roll and date; the
+    first ones on the special fields exactly."""
+    which = (len(pool["ra"]) * rng.uniform(0, 1, n) ** 3).astype(np.int64)
+    k = min(n, len(SPECIAL_FIELDS))
+    which[:k] = np.arange(k)
+    distance = REPEAT_OFFSET_ARCMIN / 60 * np.sqrt(rng.uniform(0, 1, n))
+    distance[:k] = 0.0
+    ra, dec = _offsets(pool["ra"][which], pool["dec"][which], distance, rng.uniform(0, 360, n))
+    days = rng.integers(0, (LAST_DATE - FIRST_DATE).days, n)
+    dates = (np.datetime64(FIRST_DATE.isoformat()) + days).astype(str)
+    return {
+        "ra": ra,
+        "dec": dec,
+        "pa": rng.uniform(0, 360, n),
+        "date_obs": np.char.add(dates, "T00:00:00"),
+        "object": pool["object"][which],
+        "exposure": np.round(rng.lognormal(np.log(20_000), 0.7, n), 1),
+    }
+
+
+def _squares(ra, dec, pa, side_deg: float) -> list[np.ndarray]:
+    """Vertices of rolled squares (``side_deg``) about each pointing, as ``MOC.from_polygons``
+    takes them (RA array, Dec array, RA array...)."""
+    corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float) * side_deg / 2
+    theta = np.radians(np.asarray(pa))[:, None]
+    xi = corners[:, 0] * np.cos(theta) + corners[:, 1] * np.sin(theta)
+    eta = -corners[:, 0] * np.sin(theta) + corners[:, 1] * np.cos(theta)
+    v_ra, v_dec = geometry.tan_deproject(xi, eta, np.asarray(ra)[:, None], np.asarray(dec)[:, None])
+    out = []
+    for a, b in zip(v_ra, v_dec, strict=True):
+        out.extend([a, b])
+    return out
+
+
+def _footprints(kind: str, plan: dict[str, np.ndarray], depth: int, n_threads: int) -> list:
+    """Ranges at ``depth`` of one footprint per pointing: ``cone:<arcmin>`` or
+    ``square:<deg>``; mocpy ``CHUNK`` shapes per call."""
+    shape, size = kind.split(":")
+    out = []
+    for start in range(0, len(plan["ra"]), CHUNK):
+        cut = slice(start, start + CHUNK)
+        if shape == "cone":
+            mocs = MOC.from_cones(
+                plan["ra"][cut] * u.deg,
+                plan["dec"][cut] * u.deg,
+                radius=float(size) * u.arcmin,
+                max_depth=depth,
+                n_threads=n_threads,
+            )
+        else:
+            polygons = _squares(plan["ra"][cut], plan["dec"][cut], plan["pa"][cut], float(size))
+            mocs = MOC.from_polygons(polygons, max_depth=depth, n_threads=n_threads)
+        out.extend(mocsets.moc_to_ranges(moc, depth) for moc in mocs)
+    return out
+
+
+def tile_grid() -> tuple[np.ndarray, np.ndarray]:
+    """Centres (RA, Dec) [deg] of the survey tiles: rings ``TILE_STEP_DEG`` apart in Dec, tiles
+    ``TILE_STEP_DEG`` apart along each ring (one tile on each pole)."""
+    ras, decs = [np.array([0.0, 0.0])], [np.array([-90.0, 90.0])]
+    for dec in np.arange(-90 + TILE_STEP_DEG, 90 - TILE_STEP_DEG / 2, TILE_STEP_DEG):
+        count = max(1, int(np.ceil(360 * np.cos(np.radians(dec)) / TILE_STEP_DEG)))
+        ras.append(np.arange(count) * 360.0 / count)
+        decs.append(np.full(count, dec))
+    return np.concatenate(ras), np.concatenate(decs)
+
+
+def _row(ident: int, mission: str, obsid: str, camera: str, instrument: str, plan, i, **extra):
+    return {
+        "id": ident,
+        "mission": mission,
+        "obsid": obsid,
+        "camera": camera,
+        "instrument": instrument,
+        "object": str(plan["object"][i]),
+        "observer": "SYNTHETIC",
+        "date_obs": str(plan["date_obs"][i]),
+        "date_end": str(plan["date_obs"][i]),
+        "exposure": float(plan["exposure"][i]),
+        "ra_pnt": float(plan["ra"][i]),
+        "dec_pnt": float(plan["dec"][i]),
+        "pa_pnt": float(plan["pa"][i]),
+        "filter": None,
+        "submode": None,
+        "n_events": None,
+        "source": "nominal",
+        "kind": "events",
+        **extra,
+    }
+
+
+def _slice(plan: dict[str, np.ndarray], cut: slice) -> dict[str, np.ndarray]:
+    return {key: value[cut] for key, value in plan.items()}
+
+
+def mixed_rows(
+    mocs: int, seed: int = 0, depth: int = INDEX_DEPTH, n_threads: int = 2
+) -> Iterator[list[tuple[dict[str, Any], np.ndarray]]]:
+    """Chunks of ``(row, ranges)`` of a mixed archive of about ``mocs`` footprints (``MIX``):
+    ids from 1, mission after mission; at most ``MIXED_CHUNK`` rows and their ranges exist at
+    a time."""
+    rng = np.random.default_rng(seed)
+    pool = targets(max(mocs // 8, len(SPECIAL_FIELDS)), rng)
+    ident = 0
+    n_xmm = round(mocs * MIX["XMM"] / 3)
+    n_acis = round(mocs * MIX["CHANDRA"])
+    n_tiles = round(mocs * MIX["EROSITA"])
+    n_xrt = max(mocs - 3 * n_xmm - n_acis - n_tiles, 0)
+    step = MIXED_CHUNK // 3
+    xmm = _mission_pointings(n_xmm, pool, rng)
+    xmm["filter"] = rng.choice(FILTERS, n_xmm)
+    for start in range(0, n_xmm, step):
+        plan = _slice(xmm, slice(start, start + step))
+        mos = _footprints(f"cone:{XMM_MOS_RADIUS_ARCMIN}", plan, depth, n_threads)
+        pn = _footprints(f"square:{XMM_PN_SIDE_ARCMIN / 60}", plan, depth, n_threads)
+        chunk = []
+        for camera, ranges in (("EMOS1", mos), ("EMOS2", mos), ("EPN", pn)):
+            for i in range(len(ranges)):
+                ident += 1
+                row = _row(ident, "XMM", f"{start + i + 1:010d}", camera, "EPIC", plan, i)
+                row["filter"] = str(plan["filter"][i])
+                chunk.append((row, ranges[i]))
+        yield chunk
+    acis = _mission_pointings(n_acis, pool, rng)
+    for start in range(0, n_acis, MIXED_CHUNK):
+        plan = _slice(acis, slice(start, start + MIXED_CHUNK))
+        ranges = _footprints(f"square:{ACIS_SIDE_ARCMIN / 60}", plan, depth, n_threads)
+        chunk = []
+        for i, r in enumerate(ranges):
+            ident += 1
+            row = _row(ident, "CHANDRA", str(start + i + 1), "ACIS-I", "ACIS", plan, i)
+            row["submode"] = "TIMED VFAINT"
+            chunk.append((row, r))
+        yield chunk
+    xrt = _mission_pointings(n_xrt, pool, rng)
+    for start in range(0, n_xrt, MIXED_CHUNK):
+        plan = _slice(xrt, slice(start, start + MIXED_CHUNK))
+        ranges = _footprints(f"cone:{XRT_RADIUS_ARCMIN}", plan, depth, n_threads)
+        chunk = []
+        for i, r in enumerate(ranges):
+            ident += 1
+            row = _row(ident, "SWIFT", f"{start + i + 1:011d}", "XRT", "XRT", plan, i)
+            row["submode"] = "PC"
+            chunk.append((row, r))
+        yield chunk
+    if n_tiles:
+        ra, dec = tile_grid()
+        spread = np.concatenate([[0, 1], 2 + rng.permutation(len(ra) - 2)])  # poles first
+        ra, dec = ra[spread], dec[spread]
+        grid = {
+            "ra": ra,
+            "dec": dec,
+            "pa": np.zeros(len(ra)),
+            "date_obs": np.full(len(ra), "2020-01-01T00:00:00"),
+            "object": np.char.add("TILE-", np.arange(len(ra)).astype(str)).astype(object),
+            "exposure": np.full(len(ra), 200.0),
+        }
+        used = min(len(ra), -(-n_tiles // len(TILE_MODULES)))  # tiles with at least one row
+        footprints = _footprints(
+            f"square:{TILE_SIDE_DEG}", _slice(grid, slice(0, used)), depth, n_threads
+        )
+        chunk = []
+        for k in range(n_tiles):  # tile after tile, TM1..TM7, then the next survey pass
+            tile, module = divmod(k, len(TILE_MODULES))
+            survey, tile = divmod(tile, len(ra))
+            ident += 1
+            obsid = f"{survey + 1}{tile:06d}"
+            row = _row(ident, "EROSITA", obsid, TILE_MODULES[module], "TM", grid, tile)
+            row["submode"] = f"eRASS{survey + 1}"
+            chunk.append((row, footprints[tile]))
+            if len(chunk) == MIXED_CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def mixed_catalog(
+    index_dir: Path, mocs: int, seed: int = 0, depth: int = INDEX_DEPTH, n_threads: int = 2
+) -> dict[str, Any]:
+    """Write a synthetic index of about ``mocs`` footprints of several missions (``MIX``) into
+    a new ``index_dir``, chunk by chunk (memory stays bounded); returns timings and sizes."""
+    index_dir = _new_index(index_dir)
+    if mocs < 1:
+        raise SynthError("--mocs must be at least 1")
+    started = time.perf_counter()
+    sizes = write_catalog(
+        index_dir, mixed_rows(mocs, seed, depth, n_threads), depth, f"mocs={mocs} seed={seed}"
+    )
+    return {**sizes, "seconds": round(time.perf_counter() - started, 2)}
 
 
 def register(subparsers: Any) -> None:
@@ -331,6 +648,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="Chandra ACIS-I exposures to add (default: a third of --observations)",
     )
+    parser.add_argument(
+        "--mocs",
+        type=int,
+        default=None,
+        help="instead: a mixed archive of about this many footprints (XMM, Chandra, Swift-XRT, "
+        "eROSITA-like tiles), generated in chunks (a million takes a few minutes)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
 
@@ -339,9 +663,12 @@ def run(args: Any) -> int:
     from indexer.cli import CLIError
 
     try:
-        report = synth_catalog(
-            args.index, observations=args.observations, seed=args.seed, chandra=args.chandra
-        )
+        if args.mocs is not None:
+            report = mixed_catalog(args.index, args.mocs, seed=args.seed)
+        else:
+            report = synth_catalog(
+                args.index, observations=args.observations, seed=args.seed, chandra=args.chandra
+            )
     except SynthError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:

@@ -5,8 +5,8 @@ Index folder layout (``INDEX_DIR``)::
     index.db              metadata (``indexer.store``): files, exposures, settings, schema version
     mocs/<MISSION>_<OBSID>_<CAMERA>.fits
                           one IVOA MOC 2.0 FITS file per exposure (mocpy, Aladin Lite)
-    mocset-<generation>/  the MOC set of the exposures (``indexer.mocset``), memory-mapped
-    manifest.json         written last, atomically: the current generation and MOC set folder
+    mocset-<generation>/  a MOC set segment (``indexer.mocset``), memory-mapped by readers
+    manifest.json         written last, atomically: the current generation and its segments
 
 A build walks the archive folders recursively and looks at every FITS-like file (by name or
 content, see ``footprint.looks_like_fits``). A file whose size and modification time match the
@@ -18,6 +18,26 @@ reported again by later builds as long as they stay in the archive.
 Per (mission, obsid, camera) one file describes the exposure: an event list before an exposure
 map (whose row then has ``source = 'expmap'`` and no ``n_events``), then the longer exposure,
 then the first path.
+
+Generations. A generation is a list of MOC set segments (``manifest.json``: ``segments``, base
+first). What a build publishes depends on what changed:
+
+- nothing the exposures depend on (files unchanged, touched, or skipped): no new generation;
+- only new files, whose (mission, obsid, camera) are not indexed yet (the usual ingest case):
+  their exposure rows are added and their MOCs written as one more small segment
+  (:func:`append_mocset`); the base and the earlier segments are not read or written again.
+  Past ``MAX_DELTAS`` deltas they are merged into one; once they hold ``DELTA_FRACTION`` of the
+  base, the whole set is rebuilt;
+- anything else (a file changed or removed, a new file competing with an indexed exposure, a
+  first build, ``--rebuild``): every exposure is derived again in SQL
+  (``store.sync_exposures``) and the MOC set rebuilt from the database into one segment,
+  streaming (:func:`rebuild_mocset`). Removals thus cost a full rebuild (tens of seconds for a
+  million exposures); there are no tombstones.
+
+Segments are never modified once written, and the manifest is replaced atomically after the new
+segment is complete, so a reader sees either the old generation or the new one. Folders no
+longer named by the manifest are deleted; a reader that already memory-mapped them keeps them
+readable (POSIX semantics) until it reloads.
 """
 
 from __future__ import annotations
@@ -151,6 +171,7 @@ def build_index(
     *,
     depth: int = INDEX_DEPTH,
     min_age: float = 0.0,
+    rebuild: bool = False,
 ) -> BuildReport:
     """Bring the index in ``index_dir`` up to date with the files under ``archive_dirs``.
 
@@ -158,18 +179,24 @@ def build_index(
     and at the end of the scan. Files modified less than ``min_age`` seconds ago are left for a
     later build (``report.pending``): a file still being written is not read half-written.
     Builds of the same index folder wait for each other (a lock file, ``BUILD_LOCK``).
-    Raises :class:`BuildError` for unusable folders; bad files are only reported (``problems``).
+    ``rebuild``: derive every exposure and write the whole MOC set again even if nothing
+    changed. Raises :class:`BuildError` for unusable folders; bad files are only reported (``problems``).
     """
     started = time.perf_counter()
     roots, index_dir = _check_dirs([Path(p) for p in archive_dirs], Path(index_dir))
     with exclusive_lock(index_dir / BUILD_LOCK):
-        report = _build(roots, index_dir, progress, depth, min_age)
+        report = _build(roots, index_dir, progress, depth, min_age, rebuild)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _build(
-    roots: list[Path], index_dir: Path, progress: Progress | None, depth: int, min_age: float
+    roots: list[Path],
+    index_dir: Path,
+    progress: Progress | None,
+    depth: int,
+    min_age: float,
+    rebuild: bool = False,
 ) -> BuildReport:
     db = store.connect(index_dir / DB_NAME)
     if store.get_setting(db, "depth", str(depth)) != str(depth):
@@ -179,6 +206,7 @@ def _build(
     report = BuildReport()
     paths = list(scan(roots, exclude=index_dir))
     seen = set()
+    added: list[str] = []  # files indexed by this build that the index did not hold before
     now = time.time()
     for done, path in enumerate(paths, start=1):
         key = str(path)
@@ -188,7 +216,10 @@ def _build(
             # later build read it once it has settled
             report.pending += 1
             continue
+        before = report.added + report.updated
         _update_file(db, path, known.get(key), depth, report)
+        if report.added + report.updated > before:
+            added.append(key)
         if progress and (done % PROGRESS_EVERY == 0 or done == len(paths)):
             progress(f"{done}/{len(paths)} files")
     gone = [
@@ -198,7 +229,16 @@ def _build(
     ]
     report.removed = sum(known[path]["status"] == "indexed" for path in gone)
     store.delete_files(db, gone)
-    report.exposures = _publish(db, index_dir, depth, report)
+    # an indexed file that changed or left may change or remove exposures: full publish
+    replaced = any((known.get(path) or {}).get("status") == "indexed" for path in added)
+    manifest = read_manifest(index_dir)
+    if rebuild or manifest is None or report.removed or replaced:
+        report.exposures = _publish(db, index_dir, depth, report)
+    elif added:
+        report.exposures = _publish_new(db, index_dir, depth, added, report)
+    else:  # nothing the exposures depend on changed: the published generation stays
+        report.exposures = store.count_exposures(db)
+    db.conn.close()
     return report
 
 
@@ -234,9 +274,10 @@ def _update_file(
         report.problems.append((str(path), str(exc)))
         return
     ranges = mocsets.moc_to_ranges(footprint.moc, depth)
-    store.put_file(
-        db, str(path), status="indexed", meta=footprint.meta, depth=depth, ranges=ranges, **record
-    )
+    meta = footprint.meta
+    if footprint.pixel_wcs is not None:  # kept beside the row (store.pixel_wcs), not a column
+        meta = {**meta, store.PIXEL_WCS: footprint.pixel_wcs}
+    store.put_file(db, str(path), status="indexed", meta=meta, depth=depth, ranges=ranges, **record)
     if known is None:
         report.added += 1
     else:
@@ -252,8 +293,9 @@ def _count_unchanged(known: dict[str, Any], path: Path, report: BuildReport) -> 
 
 
 def _rank(row: dict[str, Any]) -> tuple:
-    """Sort key choosing the file that describes an exposure (smallest first)."""
-    return (row["source"] != "events", -(row.get("exposure") or 0.0), row["path"])
+    """Sort key choosing the file that describes an exposure (smallest first); the same order
+    as ``store.sync_exposures``'s SQL."""
+    return (row.get("source") != "events", -(row.get("exposure") or 0.0), row["path"])
 
 
 def choose_exposures(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -270,69 +312,194 @@ def moc_file_name(row: dict[str, Any]) -> str:
     return f"{row['mission']}_{row['obsid']}_{row['camera']}.fits"
 
 
+def _moc_file(row: dict[str, Any]) -> str | None:
+    """The MOC FITS file of an exposure row (none for synthetic footprints)."""
+    if (row.get("path") or "").startswith(store.SYNTHETIC_PREFIX):
+        return None
+    return f"{MOC_FOLDER}/{moc_file_name(row)}"
+
+
+def _write_moc_files(db: Any, index_dir: Path, rows: list[dict[str, Any]], depth: int) -> None:
+    """Write the MOC FITS file of each row that names one."""
+    rows = [row for row in rows if row.get("moc_file")]
+    if not rows:
+        return
+    (index_dir / MOC_FOLDER).mkdir(exist_ok=True)
+    ranges = store.file_ranges(db, [row["path"] for row in rows])
+    for row in rows:
+        mocsets.write_range_fits(index_dir / row["moc_file"], ranges[row["path"]], depth)
+
+
 def _publish(db: Any, index_dir: Path, depth: int, report: BuildReport | None = None) -> int:
-    """Derive the exposures from the files; write MOC FITS files and the MOC set; return count.
+    """Derive all exposures from the indexed files (``store.sync_exposures``, in SQL), write
+    the MOC FITS files of new and changed ones, remove those of removed ones, and rebuild the
+    whole MOC set from the database, streaming (:func:`rebuild_mocset`); return the count.
 
     ``report`` gets the exposure ids that appeared, changed file or content, and left."""
-    chosen = choose_exposures(store.indexed_files(db))
-    for row in chosen:
-        row["moc_file"] = f"{MOC_FOLDER}/{moc_file_name(row)}"
-    before = {(r["mission"], r["obsid"], r["camera"]): r for r in store.exposures(db)}
-    stored = store.replace_exposures(db, chosen)
+    delta = store.sync_exposures(db, _moc_file)
     if report is not None:
-        after = {(r["mission"], r["obsid"], r["camera"]): r for r in stored}
-        report.new_exposures = [store.exposure_id(after[k]) for k in after if k not in before]
-        report.removed_exposures = [store.exposure_id(before[k]) for k in before if k not in after]
-        report.changed_exposures = [
-            store.exposure_id(row)
-            for key, row in after.items()
-            if key in before
-            and (before[key]["path"], before[key]["checksum"]) != (row["path"], row["checksum"])
-        ]
+        report.new_exposures = [store.exposure_id(row) for row in delta["new"]]
+        report.changed_exposures = [store.exposure_id(row) for row in delta["changed"]]
+        report.removed_exposures = [store.exposure_id(row) for row in delta["removed"]]
+    _write_moc_files(db, index_dir, delta["new"] + delta["changed"], depth)
+    keep = {row["moc_file"] for row in delta["new"] + delta["changed"]}
+    for row in delta["removed"]:
+        if row.get("moc_file") and row["moc_file"] not in keep:
+            (index_dir / row["moc_file"]).unlink(missing_ok=True)
+    return rebuild_mocset(db, index_dir, depth)
+
+
+def _publish_new(
+    db: Any, index_dir: Path, depth: int, paths: list[str], report: BuildReport
+) -> int:
+    """Publish files that only add exposures: new exposure rows, their MOC FITS files and one
+    new MOC set segment (:func:`append_mocset`); the rest of the index is not read again.
+    Falls back to :func:`_publish` when one of them competes with an exposure already indexed
+    (another file of the same mission, obsid and camera)."""
+    files = [
+        store.exposure_record(row["meta"], row["path"], row["size"], row["checksum"])
+        for row in store.indexed_files_at(db, paths)
+    ]
+    chosen = choose_exposures(files)
+    keys = [tuple(row[k] for k in store.EXPOSURE_KEY) for row in chosen]
+    if store.existing_keys(db, keys):
+        return _publish(db, index_dir, depth, report)
+    for row in chosen:
+        row["moc_file"] = _moc_file(row)
+    stored = store.add_exposures(db, chosen)
+    report.new_exposures = [store.exposure_id(row) for row in stored]
+    _write_moc_files(db, index_dir, stored, depth)
     ranges = store.file_ranges(db, [row["path"] for row in stored])
-    moc_dir = index_dir / MOC_FOLDER
-    moc_dir.mkdir(exist_ok=True)
-    wanted = set()
-    for row in stored:
-        target = index_dir / row["moc_file"]
-        wanted.add(target.name)
-        old = before.get((row["mission"], row["obsid"], row["camera"]))
-        fresh = old and old["path"] == row["path"] and old["checksum"] == row["checksum"]
-        if not (fresh and target.exists()):
-            moc = mocsets.ranges_to_moc(ranges[row["path"]], depth)
-            moc.save(str(target), format="fits", overwrite=True)
-    for stale in moc_dir.glob("*.fits"):
-        if stale.name not in wanted:
-            stale.unlink()
-    mocset = mocsets.from_ranges(
-        [row["id"] for row in stored], [ranges[row["path"]] for row in stored], depth
+    append_mocset(
+        index_dir,
+        mocsets.from_ranges(
+            [row["id"] for row in stored], [ranges[r["path"]] for r in stored], depth
+        ),
+        db,
     )
-    write_mocset(index_dir, mocset, db)
-    return len(stored)
+    return store.count_exposures(db)
 
 
-def write_mocset(index_dir: Path, mocset: mocsets.MocSet, db: Any) -> None:
-    """Save ``mocset`` as a new generation, switch ``manifest.json`` to it, drop old ones."""
+def publish_added(index_dir: Path, paths: list[str], depth: int = INDEX_DEPTH) -> BuildReport:
+    """The last step of a build that found only new files, for files already recorded in the
+    index database (``store.put_file`` or ``store.insert_files``): add their exposures and
+    publish them as one more MOC set segment (or fall back to a full publish, see
+    :func:`_publish_new`), holding the build lock. Benchmarks and tests use it to append
+    footprints without reading FITS files."""
+    index_dir = Path(index_dir)
+    report = BuildReport(added=len(paths))
+    started = time.perf_counter()
+    with exclusive_lock(index_dir / BUILD_LOCK):
+        db = store.connect(index_dir / DB_NAME)
+        try:
+            report.exposures = _publish_new(db, index_dir, depth, list(paths), report)
+        finally:
+            db.conn.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# --- MOC set generations ----------------------------------------------------------------------
+
+#: Most delta segments after the base before they are merged into one delta.
+MAX_DELTAS: int = 8
+#: The deltas are merged into a new base (a full rebuild) once they hold this fraction of the
+#: base's MOCs and at least ``DELTA_MIN_MOCS`` MOCs (below that, merging deltas is cheap).
+DELTA_FRACTION: float = 0.25
+DELTA_MIN_MOCS: int = 10_000
+
+
+def read_manifest(index_dir: Path) -> dict[str, Any] | None:
+    """The current manifest of an index folder, or None (none yet, or unreadable)."""
+    try:
+        manifest = json.loads((Path(index_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def segment_names(manifest: dict[str, Any]) -> list[str]:
+    """The MOC set folders of a generation, base first (manifests of one folder only have
+    ``mocset``)."""
+    return list(manifest.get("segments") or [manifest["mocset"]])
+
+
+def _next_folder(index_dir: Path, db: Any) -> tuple[int, Path]:
     generation = int(store.get_setting(db, "generation", "0")) + 1
+    store.set_setting(db, "generation", generation)
     folder = index_dir / f"mocset-{generation}"
     if folder.exists():
         shutil.rmtree(folder)
-    mocsets.save(mocset, folder)
-    store.set_setting(db, "generation", generation)
+    return generation, folder
+
+
+def _switch(
+    index_dir: Path, generation: int, segments: list[str], depth: int, counts: list[int]
+) -> None:
+    """Write ``manifest.json`` (atomically: a reader sees the old or the new one, never a
+    mixture) for a generation made of ``segments`` (folders already complete), then drop the
+    MOC set folders it no longer uses."""
     manifest = {
         "generation": generation,
-        "mocset": folder.name,
+        "mocset": segments[0],
+        "segments": segments,
+        "segment_mocs": counts,
         "database": DB_NAME,
-        "depth": mocset.depth,
-        "n_mocs": len(mocset),
+        "depth": depth,
+        "n_mocs": sum(counts),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     tmp = index_dir / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, index_dir / MANIFEST)
+    # a reader that loaded an older generation keeps its memory maps of removed files
     for old in index_dir.glob("mocset-*"):
-        if old.name != folder.name and old.is_dir():
+        if old.name not in segments and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
+
+
+def write_mocset(index_dir: Path, mocset: mocsets.MocSet, db: Any) -> None:
+    """Save ``mocset`` as a new generation, switch ``manifest.json`` to it, drop old ones."""
+    generation, folder = _next_folder(index_dir, db)
+    mocsets.save(mocset, folder)
+    _switch(index_dir, generation, [folder.name], mocset.depth, [len(mocset)])
+
+
+def rebuild_mocset(db: Any, index_dir: Path, depth: int) -> int:
+    """Write the MOC set of every exposure in the database as a new one-segment generation,
+    streaming from the database (``store.iter_exposure_ranges``: memory stays bounded whatever
+    the number of exposures); return the number of MOCs."""
+    generation, folder = _next_folder(index_dir, db)
+    sizes = mocsets.write_streamed(folder, store.iter_exposure_ranges(db), depth)
+    _switch(index_dir, generation, [folder.name], depth, [sizes["mocs"]])
+    return sizes["mocs"]
+
+
+def append_mocset(index_dir: Path, delta: mocsets.MocSet, db: Any) -> None:
+    """Publish a generation made of the current one plus ``delta`` (MOCs of new exposures) as
+    one more segment; the segments already written are not touched.
+
+    Keeps the segment count small: past ``MAX_DELTAS`` deltas they are merged into one (their
+    size, not the base's, is read), and once the deltas hold ``DELTA_FRACTION`` of the base's
+    MOCs (and at least ``DELTA_MIN_MOCS``) the whole set is rebuilt from the database (:func:`rebuild_mocset`)."""
+    manifest = read_manifest(index_dir)
+    if manifest is None:
+        rebuild_mocset(db, index_dir, delta.depth)
+        return
+    names = segment_names(manifest)
+    counts = list(manifest.get("segment_mocs") or [])
+    if len(counts) != len(names):
+        counts = [len(mocsets.load(index_dir / name).ids) for name in names]
+    in_deltas = sum(counts[1:]) + len(delta)
+    if in_deltas > max(DELTA_FRACTION * counts[0], DELTA_MIN_MOCS):
+        rebuild_mocset(db, index_dir, delta.depth)
+        return
+    if len(names) - 1 >= MAX_DELTAS:
+        merged = mocsets.concatenate([*(mocsets.load(index_dir / n) for n in names[1:]), delta])
+        names, counts, delta = names[:1], counts[:1], merged
+    generation, folder = _next_folder(index_dir, db)
+    mocsets.save(delta, folder)
+    _switch(index_dir, generation, [*names, folder.name], delta.depth, [*counts, len(delta)])
 
 
 # --- CLI ----------------------------------------------------------------------------------------
@@ -347,6 +514,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("archive_dirs", nargs="+", type=Path, metavar="ARCHIVE_DIR")
     parser.add_argument("--index", required=True, type=Path, metavar="INDEX_DIR")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="derive every exposure and write the whole MOC set again, even if nothing changed",
+    )
     parser.set_defaults(func=run)
 
 
@@ -358,7 +530,9 @@ def run(args: Any) -> int:
     from indexer.cli import CLIError
 
     try:
-        report = build_index(args.archive_dirs, args.index, progress=_print_progress)
+        report = build_index(
+            args.archive_dirs, args.index, progress=_print_progress, rebuild=args.rebuild
+        )
     except BuildError as exc:
         raise CLIError(str(exc)) from None
     for path, reason in report.problems:

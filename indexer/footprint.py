@@ -88,6 +88,12 @@ def read_footprint(path: Path, depth: int = INDEX_DEPTH) -> Footprint:
                 hdul.verify("silentfix+ignore")
                 instrument = instruments.recognise(hdul)
                 footprint = instrument.describe(hdul, depth)
+                if footprint.pixel_wcs is None and footprint.meta.get("kind") in (
+                    instruments.PROCESSABLE_KINDS
+                ):
+                    wcs = instrument.header_pixel_wcs(hdul)
+                    if wcs is not None:
+                        footprint.pixel_wcs = instruments.pixel_wcs_cards(wcs)
         except FootprintError:
             raise
         except Exception as exc:  # astropy raises OSError, ValueError, TypeError, EOFError...

@@ -1,8 +1,12 @@
 """The read side of the index, for the web app and the CLI (``query``, ``coverage``).
 
-``Index.load(index_dir)`` returns one ``Index`` per index folder and process: the MOC set is
-memory-mapped and the exposure rows read once; the next ``load`` returns the same object until
-``manifest.json`` changes (a build finished), then loads the new generation.
+``Index.load(index_dir)`` returns one ``Index`` per index folder and process: the segments of
+the MOC set are memory-mapped; the next ``load`` returns the same object until ``manifest.json``
+changes (a build finished), then loads the new generation. Exposure rows are not held in memory
+(a million of them would take gigabytes as dicts): a query reads the rows of its hits from the
+database by id (one read-only connection per thread), so loading costs no more for a million
+exposures than for ten. An exposure removed since the generation was loaded is left out of the
+answers; one added since is not in the loaded MOC set, so not found until the next ``load``.
 
 Regions are turned into MOCs at a depth adapted to their size (:func:`region_depth`): deeper
 than the index for small regions, so that the covered fraction of an arcminute circle is not
@@ -26,7 +30,7 @@ from regions import Regions
 
 from indexer import mocset as mocsets
 from indexer import shapes, store
-from indexer.build import DB_NAME, MANIFEST
+from indexer.build import DB_NAME, MANIFEST, segment_names
 
 #: Default byte budget of the all-sky coverage MOC JSON sent to the viewer.
 COVERAGE_MAX_BYTES: int = 1_500_000
@@ -58,32 +62,24 @@ def _angular_distance_deg(ra1, dec1, ra2, dec2) -> np.ndarray:
 
 
 class Index:
-    """A loaded index: exposure rows plus the memory-mapped MOC set."""
+    """A loaded index: the memory-mapped MOC set segments, rows read from the database."""
 
     _cache: dict[Path, tuple[tuple[int, int, int], Index]] = {}
     _lock = threading.Lock()
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], mocset: mocsets.MocSet, rows):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        mocset: mocsets.SegmentedMocSet,
+        database: Path,
+    ):
         self.folder = folder
         self.manifest = manifest
         self.mocset = mocset
-        self._rows = rows
-        for row in rows:
-            row["exposure_id"] = store.exposure_id(row)
-            row["kind"] = store.default_kind(row)
-        by_id = {row["id"]: row for row in rows}
-        # rows in MOC-set order (a row missing from the database gives None)
-        self._set_rows = [by_id.get(int(ident)) for ident in mocset.ids]
-        self._pointing = np.array(
-            [
-                (row["ra_pnt"], row["dec_pnt"])
-                if row and row["ra_pnt"] is not None
-                else (np.nan,) * 2
-                for row in self._set_rows
-            ],
-            dtype=float,
-        ).reshape(-1, 2)
-        self._position = {row["exposure_id"]: i for i, row in enumerate(self._set_rows) if row}
+        self.database = database
+        self._local = threading.local()
+        self._by_id: np.ndarray | None = None  # positions sorted by MOC id
         self._coverage_cache: dict[int, dict[str, list[int]]] = {}
 
     # --- loading ----------------------------------------------------------------------------
@@ -116,15 +112,64 @@ class Index:
     def _read(cls, folder: Path, manifest_path: Path) -> Index:
         try:
             manifest = json.loads(manifest_path.read_text())
-            mocset = mocsets.load(folder / manifest["mocset"])
-            db = store.connect(folder / manifest.get("database", DB_NAME), readonly=True)
-            try:
-                rows = store.exposures(db)
-            finally:
-                db.conn.close()
+            mocset = mocsets.SegmentedMocSet(
+                [mocsets.load(folder / name) for name in segment_names(manifest)]
+            )
+            database = folder / manifest.get("database", DB_NAME)
+            index = cls(folder, manifest, mocset, database)
+            index._connection()  # a missing or unreadable database fails here, not in a query
         except (OSError, ValueError, KeyError, sqlite3.Error) as exc:
             raise IndexNotFound(f"cannot read the index in {folder}: {exc}") from None
-        return cls(folder, manifest, mocset, rows)
+        return index
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the index database."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+            conn.row_factory = sqlite3.Row
+            conn.execute("select count(*) from exposures").fetchone()
+            self._local.conn = conn
+        return conn
+
+    @staticmethod
+    def _as_row(record: sqlite3.Row) -> dict[str, Any]:
+        row = dict(record)
+        row["exposure_id"] = store.exposure_id(row)
+        row["kind"] = store.default_kind(row)
+        return row
+
+    def _rows_by_id(self, ids: np.ndarray) -> dict[int, dict[str, Any]]:
+        """``{id: row}`` of those exposure ids still in the database."""
+        if len(ids) == 0:
+            return {}
+        cursor = self._connection().execute(
+            "select * from exposures where id in (select value from json_each(?))",
+            [json.dumps([int(i) for i in ids])],
+        )
+        return {record["id"]: self._as_row(record) for record in cursor}
+
+    def _position_of(self, exposure_id: str) -> tuple[int, dict[str, Any]]:
+        """(position in the MOC set, row) of an exposure; KeyError if not in this generation."""
+        mission, _, rest = exposure_id.partition(":")
+        obsid, _, camera = rest.rpartition(":")
+        record = (
+            self._connection()
+            .execute(
+                "select * from exposures where mission = ? and obsid = ? and camera = ?",
+                [mission, obsid, camera],
+            )
+            .fetchone()
+        )
+        if record is None:
+            raise KeyError(exposure_id)
+        ids = np.asarray(self.mocset.ids)
+        if self._by_id is None:
+            self._by_id = np.argsort(ids, kind="stable")
+        at = int(np.searchsorted(ids[self._by_id], record["id"]))
+        if at == len(ids) or ids[self._by_id[at]] != record["id"]:
+            raise KeyError(exposure_id)
+        return int(self._by_id[at]), self._as_row(record)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -134,14 +179,30 @@ class Index:
         return self.mocset.depth
 
     def observations(self) -> list[dict[str, Any]]:
-        """All exposure rows (one per observation and camera), as dicts."""
-        return [dict(row) for row in self._rows]
+        """All exposure rows (one per observation and camera), as dicts, by id."""
+        cursor = self._connection().execute("select * from exposures order by id")
+        return [self._as_row(record) for record in cursor]
 
     def exposure_row(self, exposure_id: str) -> dict[str, Any]:
         """The row of one exposure (``MISSION:OBSID:CAMERA``); KeyError if not indexed."""
-        row = self._set_rows[self._position[exposure_id]]
-        assert row is not None
-        return dict(row)
+        return self._position_of(exposure_id)[1]
+
+    def pixel_wcs(self, paths: list[str]) -> dict[str, dict[str, Any]]:
+        """``{path: WCS cards}`` of the pixel frames of these files as the build kept them
+        (``store.pixel_wcs``; ``instruments.wcs_from_cards`` makes the WCS). Files the index
+        keeps no pixel WCS for are left out; so is everything when the database is unreadable."""
+        if not paths:
+            return {}
+        try:
+            db = store.connect(self.folder / self.manifest.get("database", DB_NAME), readonly=True)
+        except sqlite3.Error:
+            return {}
+        try:
+            return store.pixel_wcs(db, paths)
+        except sqlite3.Error:
+            return {}
+        finally:
+            db.conn.close()
 
     def region_moc(self, region: str | Regions) -> MOC:
         """The MOC a query uses for ``region`` (a DS9 string or ``regions`` shapes).
@@ -178,16 +239,25 @@ class Index:
             centre = moc.barycenter()
         if isinstance(centre, SkyCoord):
             centre = (float(centre.icrs.ra.deg), float(centre.icrs.dec.deg))
-        offaxis = 60.0 * _angular_distance_deg(*centre, *self._pointing[positions].T)
+        ids = np.asarray(self.mocset.ids)[positions]
+        rows = self._rows_by_id(ids)
         results = []
-        for position, fraction, distance in zip(positions, fractions, offaxis, strict=True):
-            row = self._set_rows[position]
-            if row is None:
+        for ident, fraction in zip(ids.tolist(), fractions.tolist(), strict=True):
+            row = rows.get(ident)
+            if row is None:  # removed since this generation was loaded
                 continue
-            result = dict(row)
-            result["coverage"] = round(float(min(fraction, 1.0)), 6)
-            result["offaxis_arcmin"] = round(float(distance), 3) if np.isfinite(distance) else None
-            results.append(result)
+            row["coverage"] = round(min(fraction, 1.0), 6)
+            results.append(row)
+        pointing = np.array(
+            [
+                (np.nan, np.nan) if r["ra_pnt"] is None else (r["ra_pnt"], r["dec_pnt"])
+                for r in results
+            ],
+            dtype=float,
+        ).reshape(-1, 2)
+        offaxis = 60.0 * _angular_distance_deg(*centre, *pointing.T)
+        for row, distance in zip(results, offaxis.tolist(), strict=True):
+            row["offaxis_arcmin"] = round(distance, 3) if math.isfinite(distance) else None
         results.sort(key=lambda r: (-r["coverage"], r["mission"], r["obsid"], r["camera"]))
         return results
 
@@ -221,7 +291,7 @@ class Index:
 
     def exposure_moc(self, exposure_id: str) -> MOC:
         """The footprint MOC of one exposure (``MISSION:OBSID:CAMERA``; KeyError if absent)."""
-        return self.mocset.moc(self._position[exposure_id])
+        return self.mocset.moc(self._position_of(exposure_id)[0])
 
     def exposure_moc_json(self, exposure_id: str) -> dict[str, list[int]]:
         """The footprint of one exposure as MOC JSON (KeyError if not indexed)."""
@@ -229,21 +299,28 @@ class Index:
 
     def stats(self) -> dict[str, Any]:
         """Sizes of the index: exposures per camera, MOCs, ranges, memory [bytes], depth."""
-        per_camera: dict[str, int] = {}
-        for row in self._rows:
-            name = f"{row['mission']} {row['camera']}"
-            per_camera[name] = per_camera.get(name, 0) + 1
+        conn = self._connection()
+        per_camera = {
+            f"{mission} {camera}": count
+            for mission, camera, count in conn.execute(
+                "select mission, camera, count(*) from exposures group by mission, camera "
+                "order by min(id)"
+            )
+        }
         return {
             "folder": str(self.folder),
             "generation": self.manifest.get("generation"),
             "built_at": self.manifest.get("built_at"),
             "depth": self.depth,
             "cell_order": mocsets.CELL_ORDER,
-            "exposures": len(self._rows),
-            "observations": len({(r["mission"], r["obsid"]) for r in self._rows}),
+            "exposures": sum(per_camera.values()),
+            "observations": conn.execute(
+                "select count(*) from (select distinct mission, obsid from exposures)"
+            ).fetchone()[0],
             "per_camera": per_camera,
             "mocs": len(self.mocset),
-            "ranges": int(len(self.mocset.ranges)),
+            "segments": len(self.mocset.segments),
+            "ranges": self.mocset.n_ranges,
             "mocset_bytes": self.mocset.nbytes,
         }
 

@@ -11,7 +11,9 @@ Tables (``index.db`` in the index folder):
     ``mtime_ns``, ``checksum`` (sha256 hex), ``status`` (``indexed`` or ``skipped``), ``reason``
     (why it was skipped), the metadata read from it (``meta``, JSON) and its footprint as
     ``ranges`` (a BLOB of little-endian uint32 ``[start, end)`` HEALPix NESTED cell ranges at the
-    index depth ``depth``).
+    index depth ``depth``). A file with data to process also keeps, in ``meta`` under
+    ``PIXEL_WCS``, the WCS of its pixel frame as FITS cards (:func:`pixel_wcs`): a run's regions
+    are converted to the file's pixels at launch without opening the file.
 ``exposures``
     One row per (mission, obsid, camera): the metadata of the file chosen for it (see
     ``indexer.build``), with its data ``kind`` (``indexer.instruments.KINDS``) and a stable
@@ -19,12 +21,17 @@ Tables (``index.db`` in the index folder):
     by :func:`exposure_id` (``MISSION:OBSID:CAMERA``), which survives a rebuild from scratch.
 ``settings``
     Key/value text pairs (index depth, build generation...).
+
+Synthetic catalogues (``demo.synth``) store their footprints like the files a build read, under
+paths starting with :data:`SYNTHETIC_PREFIX` that name no file: builds neither scan nor remove
+them (:func:`file_states` leaves them out), and every later step (choosing the exposures,
+building the MOC set) treats them like any other file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +66,10 @@ EXPOSURE_COLUMNS: dict[str, type] = {
     "moc_file": str,
 }
 EXPOSURE_KEY = ("mission", "obsid", "camera")
+#: Path prefix of the footprints of synthetic catalogues (no file behind them).
+SYNTHETIC_PREFIX = "synthetic:"
+#: Key of a file's ``meta`` holding its pixel-frame WCS cards (not an exposure column).
+PIXEL_WCS = "pixel_wcs"
 
 
 def _m1_initial(db: Database) -> None:
@@ -92,8 +103,19 @@ def _m2_kind(db: Database) -> None:
     )
 
 
+def _m3_pixel_wcs(db: Database) -> None:
+    """Files with data to process indexed before their pixel WCS was kept (``PIXEL_WCS``): their
+    recorded modification time and checksum are cleared: the next build reads them again."""
+    db.execute(
+        "update files set mtime_ns = -1, checksum = '' where status = 'indexed' "
+        "and path like '/%' and json_extract(meta, '$.pixel_wcs') is null "
+        "and coalesce(json_extract(meta, '$.kind'), case when json_extract(meta, '$.source') "
+        "= 'expmap' then 'exposure-map' else 'events' end) in ('events', 'longslit-frame')"
+    )
+
+
 #: Ordered migrations: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_kind]
+MIGRATIONS: list[Callable[[Database], None]] = [_m1_initial, _m2_kind, _m3_pixel_wcs]
 
 
 def exposure_id(row: dict[str, Any]) -> str:
@@ -151,8 +173,13 @@ def blob_to_ranges(blob: bytes | None) -> np.ndarray:
 
 
 def file_states(db: Database) -> dict[str, dict[str, Any]]:
-    """``{path: {size, mtime_ns, checksum, status, reason}}`` for every known file."""
-    rows = db.execute("select path, size, mtime_ns, checksum, status, reason from files")
+    """``{path: {size, mtime_ns, checksum, status, reason}}`` for every known file (synthetic
+    footprints, which name no file, left out)."""
+    rows = db.execute(
+        "select path, size, mtime_ns, checksum, status, reason from files "
+        "where path < ? or path >= ?",
+        [SYNTHETIC_PREFIX, SYNTHETIC_PREFIX[:-1] + chr(ord(SYNTHETIC_PREFIX[-1]) + 1)],
+    )
     names = ("path", "size", "mtime_ns", "checksum", "status", "reason")
     return {row[0]: dict(zip(names, row, strict=True)) for row in rows}
 
@@ -210,6 +237,62 @@ def indexed_files(db: Database) -> list[dict[str, Any]]:
     return out
 
 
+def pixel_wcs(db: Database, paths: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{path: WCS cards}`` of the indexed files among ``paths`` that keep their pixel WCS
+    (files indexed before it was kept have none: they are left out)."""
+    paths = list(dict.fromkeys(paths))
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(paths), 500):  # SQLite's bound-parameter limit
+        chunk = paths[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = db.execute(
+            f"select path, json_extract(meta, '$.{PIXEL_WCS}') from files "
+            f"where status = 'indexed' and path in ({marks})",
+            chunk,
+        )
+        for path, cards in rows:
+            if cards:
+                out[path] = json.loads(cards)
+    return out
+
+
+def indexed_files_at(db: Database, paths: Iterable[str]) -> list[dict[str, Any]]:
+    """``{path, size, checksum, meta}`` (``meta`` parsed) of those ``paths`` that are indexed."""
+    out = []
+    for path in paths:
+        row = db.execute(
+            "select size, checksum, meta from files where path = ? and status = 'indexed'",
+            [path],
+        ).fetchone()
+        if row:
+            out.append(
+                {"path": path, "size": row[0], "checksum": row[1], "meta": json.loads(row[2])}
+            )
+    return out
+
+
+def insert_files(db: Database, rows: Iterable[dict[str, Any]]) -> None:
+    """Bulk-insert indexed file records ``{path, size, mtime_ns, checksum, meta, depth, ranges}``
+    (new paths only; used for synthetic catalogues)."""
+    with db.conn:
+        db.conn.executemany(
+            "insert into files (path, size, mtime_ns, checksum, status, reason, meta, depth, "
+            "ranges) values (?, ?, ?, ?, 'indexed', null, ?, ?, ?)",
+            (
+                (
+                    row["path"],
+                    row["size"],
+                    row["mtime_ns"],
+                    row["checksum"],
+                    json.dumps(row["meta"]),
+                    row["depth"],
+                    ranges_to_blob(row["ranges"]),
+                )
+                for row in rows
+            ),
+        )
+
+
 def file_ranges(db: Database, paths: Iterable[str]) -> dict[str, np.ndarray]:
     """``{path: (n, 2) uint32 ranges}`` of indexed files."""
     out = {}
@@ -255,10 +338,129 @@ def replace_exposures(db: Database, rows: list[dict[str, Any]]) -> list[dict[str
     return stored
 
 
+def count_exposures(db: Database) -> int:
+    return int(db.execute("select count(*) from exposures").fetchone()[0])
+
+
+def existing_keys(db: Database, keys: Iterable[tuple]) -> set[tuple]:
+    """Those of the (mission, obsid, camera) ``keys`` that have an exposure row."""
+    query = "select 1 from exposures where mission = ? and obsid = ? and camera = ?"
+    return {key for key in keys if db.execute(query, list(key)).fetchone()}
+
+
+def exposure_record(meta: dict[str, Any], path: str, size: int, checksum: str) -> dict[str, Any]:
+    """An exposure row (without ``id``) from a file's metadata."""
+    row = {**meta, "path": path, "size": size, "checksum": checksum}
+    row["kind"] = default_kind(row)
+    return {k: row.get(k) for k in EXPOSURE_COLUMNS}
+
+
+def add_exposures(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert rows for new (mission, obsid, camera) keys with the next free ids, in the order
+    given; returns them as stored (with ``id``)."""
+    with db.conn:
+        next_id = int(db.execute("select coalesce(max(id), 0) from exposures").fetchone()[0]) + 1
+        stored = []
+        for offset, row in enumerate(rows):
+            stored.append({"id": next_id + offset, **{k: row.get(k) for k in EXPOSURE_COLUMNS}})
+        if stored:
+            db["exposures"].insert_all(stored, pk="id")
+    return stored
+
+
+_CHOSEN = """
+create temp table chosen as
+select path, checksum, mission, obsid, camera from (
+    select path, checksum, json_extract(meta, '$.mission') as mission,
+        json_extract(meta, '$.obsid') as obsid, json_extract(meta, '$.camera') as camera,
+        row_number() over (
+            partition by json_extract(meta, '$.mission'), json_extract(meta, '$.obsid'),
+                json_extract(meta, '$.camera')
+            order by coalesce(json_extract(meta, '$.source'), '') != 'events',
+                -coalesce(json_extract(meta, '$.exposure'), 0.0), path
+        ) as rank
+    from files where status = 'indexed'
+) where rank = 1
+"""
+_SAME_KEY = "c.mission = e.mission and c.obsid = e.obsid and c.camera = e.camera"
+
+
+def sync_exposures(
+    db: Database, moc_file: Callable[[dict[str, Any]], str | None]
+) -> dict[str, list[dict[str, Any]]]:
+    """Make the exposures table follow the indexed files, in SQL (no row per exposure in Python
+    unless it changes): per (mission, obsid, camera) the file ranked first by ``build._rank``
+    (event list, then longest exposure, then first path) describes the exposure.
+
+    Existing keys keep their ``id``; new keys get new ids (in key order); keys without a file
+    are deleted. ``moc_file(row)`` names the row's MOC FITS file. Returns the rows ``new``,
+    ``changed`` (another file or content) as now stored and ``removed`` as they were.
+    """
+    with db.conn:
+        db.execute("drop table if exists temp.chosen")
+        db.execute(_CHOSEN)
+        db.execute("create index temp.chosen_key on chosen (mission, obsid, camera)")
+        removed = [
+            dict(zip(("id", *EXPOSURE_COLUMNS), row, strict=True))
+            for row in db.execute(
+                f"select e.id, {', '.join('e.' + c for c in EXPOSURE_COLUMNS)} from exposures e "
+                f"where not exists (select 1 from chosen c where {_SAME_KEY})"
+            )
+        ]
+        changed_ids = db.execute(
+            f"select e.id, c.path from chosen c join exposures e on {_SAME_KEY} "
+            "where e.path is not c.path or e.checksum is not c.checksum"
+        ).fetchall()
+        new_paths = [
+            row[0]
+            for row in db.execute(
+                f"select c.path from chosen c where not exists (select 1 from exposures e "
+                f"where {_SAME_KEY}) order by c.mission, c.obsid, c.camera"
+            )
+        ]
+        db.execute("drop table temp.chosen")
+        for row in removed:
+            db.execute("delete from exposures where id = ?", [row["id"]])
+        changed = []
+        for ident, path in changed_ids:
+            record = {"id": ident, **_record_of_file(db, path)}
+            record["moc_file"] = moc_file(record)
+            db["exposures"].upsert(record, pk="id")
+            changed.append(record)
+    new_rows = []
+    for path in new_paths:
+        record = _record_of_file(db, path)
+        record["moc_file"] = moc_file(record)
+        new_rows.append(record)
+    new = add_exposures(db, new_rows)
+    return {"new": new, "changed": changed, "removed": removed}
+
+
+def _record_of_file(db: Database, path: str) -> dict[str, Any]:
+    size, checksum, meta = db.execute(
+        "select size, checksum, meta from files where path = ?", [path]
+    ).fetchone()
+    return exposure_record(json.loads(meta), path, size, checksum)
+
+
+def iter_exposure_ranges(
+    db: Database, chunk: int = 20_000
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Every exposure's footprint, by id: chunks ``(ids, [(n, 2) uint32 ranges])`` read from
+    its file's record (empty ranges for an exposure without one)."""
+    cursor = db.conn.execute(
+        "select e.id, f.ranges from exposures e left join files f on f.path = e.path order by e.id"
+    )
+    while rows := cursor.fetchmany(chunk):
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        yield ids, [blob_to_ranges(row[1]) for row in rows]
+
+
 def insert_exposures(db: Database, rows: Iterable[dict[str, Any]]) -> None:
     """Bulk-insert exposure rows that carry their own ``id`` (used for synthetic catalogues)."""
     columns = ["id", *EXPOSURE_COLUMNS]
     with db.conn:
-        db["exposures"].insert_all(
-            ({k: row.get(k) for k in columns} for row in rows), pk="id", batch_size=5000
+        db.conn.executemany(
+            f"insert into exposures ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
+            ([row.get(k) for k in columns] for row in rows),
         )

@@ -20,8 +20,10 @@ import redis
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, url_for
 
 from app import auth, automation, bodies, catalog, jobs, launch, runs
+from app.archive import load_index
 from app.sessions import SessionNotFound
 from app.views.api import json_body, load_session, session_store, settings
+from indexer.index import IndexNotFound
 
 bp = Blueprint("runs_api", __name__, url_prefix="/api")
 
@@ -103,29 +105,42 @@ def list_scripts():
                                             defaults_db, owner))  # fmt: skip
 
 
+def _pixel_wcs_index():
+    """The index, whose pixel WCS saves a launch from opening files (None: the files are read)."""
+    try:
+        return load_index(settings())
+    except IndexNotFound:
+        return None
+
+
 @bp.post("/sessions/<session_id>/runs")
 def create_run(session_id: str):
-    """Queue a run of a script on the session's regions and selected observations."""
+    """Queue a run of a script on the session's regions and selected observations (202).
+
+    With a ``client_key`` (a fresh random string per intended run), the key names one run of the
+    session: the same key and request again answer that run (200), another request with the key
+    is refused (422)."""
     record = load_session(session_id, "write")  # 404 / 403 first
     body = json_body()
-    unknown = set(body) - {"script", "params"}
+    unknown = set(body) - {"script", "params", "client_key"}
     if unknown:
         abort(400, description=f"unknown field(s): {', '.join(sorted(unknown)):.200}")
+    asked = (session_store(), db_path(), redis_conn(), scripts(), session_id)
+    what = (body.get("script"), body.get("params"))
+    owner, index = record.get("owner") or "", _pixel_wcs_index()
+    created = True
     try:
-        run = launch.launch(
-            session_store(),
-            db_path(),
-            redis_conn(),
-            scripts(),
-            session_id,
-            body.get("script"),
-            body.get("params"),
-            owner=record.get("owner") or "",
-        )
+        if "client_key" not in body:
+            run = launch.launch(*asked, *what, owner, index=index)
+        else:
+            key = body["client_key"]
+            run, created = launch.launch_once(*asked, *what, owner, client_key=key, index=index)
     except launch.LaunchError as exc:
         abort(400, description=str(exc))
+    except launch.ClientKeyReused as exc:
+        abort(422, description=str(exc))
     response = jsonify(run_json(runs.get(db_path(), run.id)))
-    response.status_code = 202
+    response.status_code = 202 if created else 200
     response.headers["Location"] = url_for("runs_api.get_run_view", run_id=run.id)
     return response
 

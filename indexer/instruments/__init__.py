@@ -52,8 +52,10 @@ __all__ = [
     "column_wcs",
     "for_row",
     "get",
+    "pixel_wcs_cards",
     "recognise",
     "register",
+    "wcs_from_cards",
 ]
 
 #: Data kinds an exposure can be, with what they mean. Script manifests accept some of them.
@@ -80,10 +82,26 @@ class Camera:
 
 @dataclass
 class Footprint:
-    """What one file contributes to the index: its metadata row and its footprint MOC."""
+    """What one file contributes to the index: its metadata row and its footprint MOC, and the
+    WCS of its pixel frame as FITS cards (``pixel_wcs_cards``), kept so that launching a run
+    converts regions to the file's pixels without opening it."""
 
     meta: dict[str, Any]
     moc: MOC
+    pixel_wcs: dict[str, Any] | None = None
+
+
+def pixel_wcs_cards(wcs: WCS) -> dict[str, Any]:
+    """A pixel-frame WCS as JSON-ready FITS cards (``wcs_from_cards`` makes it again)."""
+    return {key: value for key, value in wcs.to_header(relax=True).items() if key}
+
+
+def wcs_from_cards(cards: dict[str, Any]) -> WCS:
+    """The WCS of ``pixel_wcs_cards``; ValueError if the cards do not describe a celestial one."""
+    wcs = WCS(fits.Header(cards))
+    if not wcs.has_celestial:
+        raise ValueError("the stored pixel WCS is not celestial")
+    return wcs
 
 
 class Instrument(ABC):
@@ -121,7 +139,8 @@ class Instrument(ABC):
         """The celestial WCS of the file's DS9 ``physical`` pixels (1-based FITS pixels).
 
         Default: the column WCS of the X/Y columns of the ``EVENTS`` table. Raises
-        :class:`FootprintError` when the file has none.
+        :class:`FootprintError` when the file has none. (The index keeps it: see
+        :meth:`header_pixel_wcs` and ``Footprint.pixel_wcs``.)
         """
         try:
             header = fits.getheader(path, "EVENTS")
@@ -133,6 +152,13 @@ class Instrument(ABC):
                 f"the event list {Path(path).name} has no X/Y sky coordinates (column WCS)"
             )
         return wcs
+
+    def header_pixel_wcs(self, hdul: fits.HDUList) -> WCS | None:
+        """:meth:`pixel_wcs` of an opened file (None when it has none), for the index build."""
+        try:
+            return column_wcs(hdul["EVENTS"].header)
+        except KeyError:
+            return None
 
     def imaging_mask(self, camera: str, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Events of a chunk (``imaging_columns``, upper case) passing the standard filters."""

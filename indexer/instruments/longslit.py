@@ -732,6 +732,11 @@ class LongSlitInstrument(Instrument):
             raise FootprintError(f"the frame {Path(path).name} has no pointing (RA/DEC)")
         return wcs
 
+    def header_pixel_wcs(self, hdul: fits.HDUList) -> WCS | None:
+        header = hdul[0].header
+        profile = profile_for(header)
+        return frame_wcs(header, profile) if profile else None
+
 
 def metadata(header: fits.Header, profile: Profile, info: FrameInfo) -> dict[str, Any]:
     """The index row of a sky frame (see the module docstring)."""
