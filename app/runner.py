@@ -535,9 +535,11 @@ class Runner:
             not self.sandboxed
             or self.config.get("WARM", "auto") == "off"
             or script.executable.suffix != ".py"
-            or getattr(script, "cold_start", False)
             or argv[-len(command) :] != command
         ):
+            return None
+        if script.cold_start:
+            self._say("start: cold (the manifest says cold_start = true)")
             return None
         zygote = warm.current()
         if zygote is None:
