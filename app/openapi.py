@@ -211,6 +211,15 @@ def ref(name: str) -> dict[str, str]:
 
 OBS_LIST = {"type": "array", "items": ref("Observation")}
 
+_LAUNCH = _op("Queue a run of a script on the session's regions and selection (202). With a "
+              "client_key, the same key and request answer the run they made (200) and make no "
+              "second one; the key with another request is refused (422)", ok="202",
+              schema=ref("Run"), body="RunIn", errors=(400, 404, 413, 415, 422))  # fmt: skip
+_LAUNCH["responses"]["200"] = {
+    "description": "the run this client_key made before: nothing new is queued",
+    "content": {"application/json": {"schema": ref("Run")}},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {"get": _op("Service status: Redis, workers, index", schema={"type": "object"})},
     "/api/openapi.json": {"get": _op("This document", schema={"type": "object"})},
@@ -278,8 +287,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/sessions/{session_id}/runs": {
         "get": _op("Runs of a session, newest first", schema={"type": "array", "items": ref("Run")},
                    errors=(404,)),
-        "post": _op("Queue a run of a script on the session's regions and selection", ok="202",
-                    schema=ref("Run"), body="RunIn", errors=(400, 404, 413, 415)),
+        "post": _LAUNCH,
     },
     "/api/runs/{run_id}": {"get": _op("A run", schema=ref("Run"), errors=(404,))},
     "/api/runs/{run_id}/cancel": {
@@ -495,6 +503,16 @@ SCHEMAS |= {
         "properties": {
             "script": {"type": "string", "description": "a name from GET /api/scripts"},
             "params": {"type": "object", "description": "checked against the script's parameters"},
+            "client_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "idempotent launch: a fresh random string (a UUID) per intended "
+                "run. It names one run of the session: sent again with the same script and "
+                "params (a retry, a double click) it answers that run with 200 and queues "
+                "nothing, also when the requests arrive at once; with another script or params "
+                "it is refused with 422. Printable ASCII.",
+            },
         },
     },
     "Run": {
@@ -519,6 +537,10 @@ SCHEMAS |= {
                 "type": ["integer", "null"],
                 "description": "bytes of the script's output beyond REGIO_LOG_MAX_BYTES, "
                 "not kept in the log (null: the script never started)",
+            },
+            "client_key": {
+                "type": ["string", "null"],
+                "description": "the client_key of the launch that made it (null: none)",
             },
             "links": {"type": "object"},
         },

@@ -312,3 +312,36 @@ def test_an_index_without_pixel_wcs_still_launches(client, truth, env, tmp_path)
     got = {o["path"]: o["regions_pixel"] for o in observations if "regions_pixel" in o}
     assert got == _expected_pixel_regions(index, rows, source, background)
     assert regions["source"]["ds9"].splitlines()[1] == "icrs"
+
+
+def test_the_next_build_reads_again_the_files_indexed_without_pixel_wcs(sample_archive, tmp_path):
+    """An index from before (schema 2, no pixel WCS kept): the next build reads its event lists
+    again and keeps it; the exposures stay the same."""
+    from indexer import store
+    from indexer.build import build_index
+
+    index_dir = tmp_path / "index"
+    build_index([sample_archive], index_dir)
+    db = store.connect(index_dir / "index.db")
+    before = {r["path"]: r["id"] for r in store.exposures(db)}
+    with db.conn:
+        db.execute("update files set meta = json_remove(meta, '$.pixel_wcs')")
+        db.execute("update schema_version set version = 2")
+    db.conn.close()
+    assert Index.load(index_dir).pixel_wcs(list(before)) == {}
+
+    report = build_index([sample_archive], index_dir)
+    events = [p for p, k in _kinds(index_dir).items() if k in instruments.PROCESSABLE_KINDS]
+    assert report.updated == len(events) and events
+    assert set(Index.load(index_dir).pixel_wcs(list(_kinds(index_dir)))) == set(events)
+    db = store.connect(index_dir / "index.db")
+    assert {r["path"]: r["id"] for r in store.exposures(db)} == before
+    db.conn.close()
+    assert build_index([sample_archive], index_dir).updated == 0  # once only
+
+
+def _kinds(index_dir: Path) -> dict[str, str]:
+    """``{path: data kind}`` of the indexed files."""
+    with sqlite3.connect(index_dir / "index.db") as db:
+        rows = db.execute("select path, meta from files where status = 'indexed'").fetchall()
+    return {path: json.loads(meta)["kind"] for path, meta in rows}

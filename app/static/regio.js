@@ -739,11 +739,23 @@ function updateRunButton() {
   $('cancel-button').disabled = !state.canWrite || !running;
 }
 
+// One click, one run: the button is locked (data-launching) until the service answers, and the
+// request carries a fresh client_key, so a repeated request (a retry) makes no second run.
+function newClientKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16)); // crypto.randomUUID needs https
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 async function startRun() {
+  const button = $('run-button');
+  if (button.dataset.launching) return; // a second click while the first is on its way
   let params;
   try { params = readParams(); } catch (error) { say(`Parameters: ${error.message}`); return; }
+  button.dataset.launching = 'true';
+  button.disabled = true;
   try {
-    const run = await api('POST', `/api/sessions/${state.sessionId}/runs`, { script: currentScript().name, params });
+    const body = { script: currentScript().name, params, client_key: newClientKey() };
+    const run = await api('POST', `/api/sessions/${state.sessionId}/runs`, body);
     $('run-log').replaceChildren();
     $('products').querySelector('tbody').replaceChildren();
     $('plot').replaceChildren();
@@ -752,6 +764,9 @@ async function startRun() {
   } catch (error) {
     say(`Not started: ${error.message}`);
     refreshSelection(); // the selection may have changed elsewhere: show it and what fits it
+  } finally {
+    delete button.dataset.launching;
+    updateRunButton();
   }
 }
 
