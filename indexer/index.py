@@ -143,11 +143,21 @@ class Index:
         """``{id: row}`` of those exposure ids still in the database."""
         if len(ids) == 0:
             return {}
-        cursor = self._connection().execute(
-            "select * from exposures where id in (select value from json_each(?))",
-            [json.dumps([int(i) for i in ids])],
-        )
-        return {record["id"]: self._as_row(record) for record in cursor}
+        conn = self._connection()
+        conn.row_factory = None  # plain tuples: ~2x cheaper than sqlite3.Row for many hits
+        try:
+            cursor = conn.execute(
+                "select e.* from json_each(?) j join exposures e on e.id = j.value",
+                [json.dumps(ids.tolist())],
+            )
+            names = [column[0] for column in cursor.description]
+            rows = [dict(zip(names, record, strict=True)) for record in cursor]
+        finally:
+            conn.row_factory = sqlite3.Row
+        for row in rows:
+            row["exposure_id"] = f"{row['mission']}:{row['obsid']}:{row['camera']}"
+            row["kind"] = row["kind"] or store.default_kind(row)
+        return {row["id"]: row for row in rows}
 
     def _position_of(self, exposure_id: str) -> tuple[int, dict[str, Any]]:
         """(position in the MOC set, row) of an exposure; KeyError if not in this generation."""

@@ -363,8 +363,7 @@ def add_exposures(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, An
         stored = []
         for offset, row in enumerate(rows):
             stored.append({"id": next_id + offset, **{k: row.get(k) for k in EXPOSURE_COLUMNS}})
-        if stored:
-            db["exposures"].insert_all(stored, pk="id")
+    insert_exposures(db, stored)
     return stored
 
 
