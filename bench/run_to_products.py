@@ -102,21 +102,22 @@ def numpy_floor(observations: list[dict]) -> tuple[float, list[tuple[int, int]]]
 
 
 @contextmanager
-def worker(folder: Path, redis_url: str, mode: str) -> Iterator[None]:
-    """A real rq worker (``jobs.worker_command``) with REGIO_WARM for ``mode``."""
+def worker(folder: Path, redis_url: str, mode: str, code: Path = ROOT) -> Iterator[None]:
+    """A real rq worker (``jobs.worker_command``) with REGIO_WARM for ``mode``, running the
+    Regio checkout ``code`` (its app and scripts)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
     env.update(
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(code),
         REGIO_SESSIONS=str(folder / "sessions"),
         REGIO_INSTANCE=str(folder / "instance"),
-        REGIO_SCRIPTS=str(ROOT / "scripts"),
+        REGIO_SCRIPTS=str(code / "scripts"),
         REGIO_REDIS_URL=redis_url,
         REGIO_WARM="auto" if mode == "warm" else "off",
     )
     name = f"bench-{mode}-{os.getpid()}"
     with open(folder / f"worker-{mode}.log", "wb") as log:
         proc = subprocess.Popen(
-            jobs.worker_command(redis_url, name=name), cwd=ROOT, env=env,
+            jobs.worker_command(redis_url, name=name), cwd=code, env=env,
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -160,13 +161,14 @@ def one_run(folder: Path, conn, script: catalog.Script, inp: dict, session_id: s
     ]
     marks.append(("end", ended))
     steps = ", ".join(
-        f"{name} {(b - a).total_seconds():.2f}" for (name, a), (_, b) in zip(marks, marks[1:])
+        f"{name} {(b - a).total_seconds():.2f}"
+        for (name, a), (_, b) in zip(marks, marks[1:], strict=False)
     )
     print(f"  run {run.id}: {seconds:.2f} s ({how} start; {steps})")
     return seconds
 
 
-def measure_runs(mode: str, repeats: int, inp: dict) -> float:
+def measure_runs(mode: str, repeats: int, inp: dict, code: Path = ROOT) -> float:
     with tempfile.TemporaryDirectory(prefix="regio-bench-products-") as tmp:
         folder = Path(tmp)
         with EmbeddedRedis(folder / "redis", port=free_port()) as server:
@@ -174,7 +176,7 @@ def measure_runs(mode: str, repeats: int, inp: dict) -> float:
             script = catalog.load_script(ROOT / "scripts", "generate_spectra")
             store = SessionStore(folder / "sessions")
             session_id = store.create(shapes.parse(SOURCE), shapes.parse(BACKGROUND))
-            with worker(folder, server.url, mode):
+            with worker(folder, server.url, mode, code):
                 deadline = time.monotonic() + 120
                 while not Worker.all(connection=conn):
                     if time.monotonic() > deadline:
@@ -190,6 +192,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--mode", choices=("warm", "cold", "both"), default="both")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also measure the (cold) runs of this other checkout of Regio, e.g. a worktree of "
+        "an older commit: the 'before' figures (RESULT names prefixed with before_)",
+    )
     args = parser.parse_args()
     paths = event_lists()
     with tempfile.TemporaryDirectory() as tmp:
@@ -206,15 +214,18 @@ def main() -> int:
     print(f"numpy floor: {floor:.3f} s (source, background counts per list: {counts})")
 
     results: dict[str, float] = {}
-    modes = ("warm", "cold") if args.mode == "both" else (args.mode,)
-    for mode in modes:
-        print(f"== {mode} start (REGIO_WARM={'auto' if mode == 'warm' else 'off'})")
-        seconds = measure_runs(mode, args.repeats, inp)
-        prefix = "" if mode == "warm" else "cold_"
+    modes = [("warm", "", ROOT), ("cold", "cold_", ROOT)]
+    modes = [m for m in modes if args.mode in ("both", m[0])]
+    if args.before:
+        modes.append(("cold", "before_", args.before.resolve()))
+    for mode, prefix, code in modes:
+        label = prefix.rstrip("_") or mode
+        print(f"== {label}: REGIO_WARM={'auto' if mode == 'warm' else 'off'}, code in {code}")
+        seconds = measure_runs(mode, args.repeats, inp, code)
         results[f"{prefix}run_to_products_s"] = round(seconds, 3)
         results[f"{prefix}run_to_products_vs_numpy_floor"] = round(seconds / floor, 1)
         print(
-            f"{mode}: products {seconds:.2f} s after the job started, {seconds / floor:.0f}x the floor"
+            f"{label}: products {seconds:.2f} s after the job started, {seconds / floor:.0f}x floor"
         )
     results["numpy_floor_s"] = round(floor, 4)
     for name, value in results.items():

@@ -17,6 +17,8 @@ on these files.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,6 +343,46 @@ def spectrum_hdu(spec: Spectrum, exposure_comment: str, backscal_comment: str) -
     return hdu
 
 
+class _SettledConfig:
+    """The values of ``astropy.io.fits.conf`` read once (other names: from ``conf`` itself)."""
+
+    NAMES = (
+        "strip_header_whitespace",
+        "enable_record_valued_keyword_cards",
+        "extension_name_case_sensitive",
+    )
+
+    def __init__(self, conf: Any) -> None:
+        self._conf = conf
+        for name in self.NAMES:
+            setattr(self, name, getattr(conf, name))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conf, name)
+
+
+@contextlib.contextmanager
+def settled_fits_config() -> Iterator[None]:
+    """While writing, ``astropy.io.fits`` reads its settings as plain attributes.
+
+    Each card it makes reads ``conf.strip_header_whitespace`` (and more) through astropy's
+    configuration machinery, ~40 % of the time spent writing a PHA file with its GTI and region
+    tables; the values cannot change in the middle of a write, so the card and HDU modules see a
+    snapshot meanwhile (the same values: the files are the same)."""
+    from astropy.io.fits import card, conf
+    from astropy.io.fits.hdu import base
+
+    modules = [m for m in (card, base) if getattr(m, "conf", None) is conf]
+    snapshot = _SettledConfig(conf)
+    for module in modules:
+        module.conf = snapshot
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.conf = conf
+
+
 def write_hdus(
     path: Path,
     keywords: dict[str, Any],
@@ -359,15 +401,21 @@ def write_hdus(
             add_card(header, card)
     for line in history or []:
         hdus[0].header.add_history(line)
-    for hdu_ in (primary, *hdus):
-        fit_comments(hdu_.header)
-    fits.HDUList([primary, *hdus]).writeto(path, overwrite=True, checksum=True)
+    with settled_fits_config():
+        for hdu_ in (primary, *hdus):
+            fit_comments(hdu_.header)
+        fits.HDUList([primary, *hdus]).writeto(path, overwrite=True, checksum=True)
 
 
 def write_pha(
     path: Path, spec: Spectrum, camera: str, extra_cards: list[tuple] | None = None
 ) -> None:
     """Write ``spec`` as an OGIP PHA file (primary + SPECTRUM + GTIs + REGION) as SAS does."""
+    with settled_fits_config():
+        _write_pha(path, spec, camera, extra_cards)
+
+
+def _write_pha(path: Path, spec: Spectrum, camera: str, extra_cards: list[tuple] | None) -> None:
     hdu = spectrum_hdu(
         spec,
         "[s] Weighted live time of CCDs in the extraction region",
@@ -395,10 +443,23 @@ def fit_comments(header: fits.Header) -> fits.Header:
     for card in header.cards:
         if not card.comment or card.keyword in ("COMMENT", "HISTORY", ""):
             continue
+        if _surely_fits(card.keyword, card.value, card.comment):
+            continue  # (measuring the card below makes a new Card: slow)
         room = 80 - len(fits.Card(card.keyword, card.value).image.rstrip()) - 3
         if len(card.comment) > room:
             header.comments[card.keyword] = card.comment[: max(room, 0)]
     return header
+
+
+def _surely_fits(keyword: str, value: Any, comment: str) -> bool:
+    """Whether ``KEYWORD = value / comment`` fits on 80 characters whatever the formatting of
+    ``value`` (FITS: the value field is 20 characters or the value's width, strings quoted with
+    their quotes doubled)."""
+    if len(keyword) > 8 or not isinstance(value, str | int | float | bool):
+        return False
+    text = str(value)
+    width = len(text) + 2 + text.count("'") if isinstance(value, str) else len(text)
+    return 10 + max(20, width) + 3 + len(comment) <= 80
 
 
 def add_card(header: fits.Header, card: tuple) -> None:
