@@ -55,6 +55,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "auth.open_share",
         "api.health",
         "api.openapi_document",
+        "pages.favicon",
     }
 )
 #: Read-only endpoints a share-link visitor needs besides the session's own (the sky view).

@@ -625,6 +625,16 @@ def read_input(run_dir: Path | str) -> dict[str, Any]:
         return json.load(f)
 
 
+def input_exposures(run_dir: Path | str) -> list[str] | None:
+    """The exposure ids a run was given (its input file's observations), or None when the file
+    cannot be read as written by ``create``."""
+    try:
+        data = read_input(run_dir)
+        return [str(o["exposure_id"]) for o in data["observations"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_log(
     run_dir: Path | str, offset: int = 0, max_bytes: int = MAX_LOG_CHUNK
 ) -> tuple[str, int]:

@@ -297,20 +297,6 @@ class SessionStore:
         record["updated"] = now("seconds")
         write_json(folder / "session.json", record)
 
-
-def upgrade_coverage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Coverage rows with ``exposure_id`` and ``kind`` (rows stored before instruments were
-    plug-ins had neither; they were all XMM EPIC)."""
-    out = []
-    for row in rows:
-        row = dict(row)
-        row.setdefault("mission", "XMM")
-        row.setdefault("instrument", "EPIC")
-        row["kind"] = default_kind(row)
-        row["exposure_id"] = exposure_id(row)
-        out.append(row)
-    return out
-
     def set_title(self, session_id: str, title: Any) -> dict[str, Any]:
         """Give the session a title (one line of text, at most ``MAX_TITLE_CHARS`` characters);
         raises :class:`TitleError` before anything is written. Returns the record."""
@@ -402,6 +388,20 @@ def delete_session(store: SessionStore, session_id: str, sessions_dir: Path | st
         return store.delete(session_id, runs.db_path(sessions_dir))
     except runs.ActiveRuns as exc:
         raise SessionBusy(str(exc)) from None
+
+
+def upgrade_coverage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Coverage rows with ``exposure_id`` and ``kind`` (rows stored before instruments were
+    plug-ins had neither; they were all XMM EPIC)."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        row.setdefault("mission", "XMM")
+        row.setdefault("instrument", "EPIC")
+        row["kind"] = default_kind(row)
+        row["exposure_id"] = exposure_id(row)
+        out.append(row)
+    return out
 
 
 def upgrade_selection(selection: Mapping[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
 // Regions are kept as the API's viewer shapes, in ICRS degrees.
 
 import { $, api, el, say } from './common.js';
+import { initHistory } from './history.js';
 
 const app = document.getElementById('app');
 const REGION_COLOURS = { source: '#00e5ff', background: '#ffd600' };
@@ -34,6 +35,15 @@ const state = {
   events: null,
   timer: null,
 };
+
+// the session's runs (history.js): choosing one shows it here (showRun)
+const runHistory = initHistory({
+  sessionId: () => state.sessionId,
+  canWrite: state.canWrite,
+  show: (run) => showRun(run),
+  selection: () => [...selectedIds()],
+  reloadSession: () => refreshSelection(),
+});
 
 // ------------------------------------------------------------------------------------ helpers
 
@@ -91,7 +101,8 @@ async function initViewer() {
       survey = app.dataset.blankSurvey;
       say('No sky image of the archive yet (the HiPS is built at start-up): showing the coverage only.', 'info');
     }
-    survey = new URL(survey, window.location.href).href;
+    // without a trailing slash: Aladin appends "/Norder3/..." (tiles at /hips/Norder.., not /hips//)
+    survey = new URL(survey, window.location.href).href.replace(/\/+$/, '');
   }
   const aladin = A.aladin('#sky', {
     survey,
@@ -398,6 +409,7 @@ function loadSession(session) {
   showCameraMocs(session.coverage || []);
   updateRunButton();
   loadSharing();
+  runHistory.sessionLoaded(session);
   // the regions may have changed the selection: offer the scripts that fit it
   const box = $('observations');
   box.dataset.saved = 'false';
@@ -819,6 +831,7 @@ function renderStatus() {
   box.dataset.phase = run.phase;
   box.className = `run-status phase-${run.phase.toLowerCase()}`;
   updateRunButton();
+  runHistory.shown(run);
 }
 
 function appendLog(line) {
@@ -842,6 +855,8 @@ function follow(run) {
   clearInterval(state.timer);
   $('run-log').replaceChildren();
   $('bundle').hidden = true;
+  $('products').querySelector('tbody').replaceChildren();
+  $('plot').replaceChildren();
   const events = new EventSource(`/api/runs/${run.id}/events`);
   state.events = events;
   events.addEventListener('log', (event) => appendLog(event.data));
@@ -853,6 +868,22 @@ function follow(run) {
     await loadProducts(run.id);
   });
   state.timer = setInterval(refreshRun, 2000);
+}
+
+// Show a run in the status, log and products panels: live while it runs, else as it ended.
+async function showRun(run) {
+  if (!TERMINAL.includes(run.phase)) { follow(run); return; }
+  if (state.events) state.events.close();
+  clearInterval(state.timer);
+  state.run = run;
+  renderStatus();
+  for (const id of ['run-log', 'plot']) $(id).replaceChildren();
+  $('products').querySelector('tbody').replaceChildren();
+  $('bundle').hidden = true;
+  const log = await fetch(`/api/runs/${run.id}/log`).then((r) => r.text(), () => '');
+  if (state.run !== run) return; // another run was chosen meanwhile
+  log.split('\n').filter(Boolean).forEach(appendLog);
+  await loadProducts(run.id);
 }
 
 async function cancelRun() {
@@ -869,6 +900,7 @@ async function cancelRun() {
 
 async function loadProducts(runId) {
   const products = await api('GET', `/api/runs/${runId}/products`).catch(() => []);
+  if (state.run && state.run.id !== runId) return; // another run is shown now
   const body = $('products').querySelector('tbody');
   body.replaceChildren();
   const byFile = Object.fromEntries(products.map((p) => [p.file, p]));
@@ -1030,23 +1062,14 @@ async function main() {
         if (s.ra !== undefined) state.aladin.gotoRaDec(s.ra, s.dec);
       }
     }
-    const runs = await api('GET', `/api/sessions/${state.sessionId}/runs`).catch(() => []);
-    if (runs.length) {
-      const latest = runs[0];
-      state.preferredScript = latest.script;
-      if (state.scripts.some((sc) => sc.name === latest.script)) {
-        $('script-select').value = latest.script;
+    const shown = await runHistory.start(); // the run in the URL (#run=ID), else the newest
+    if (shown) {
+      state.preferredScript = shown.script;
+      if (state.scripts.some((sc) => sc.name === shown.script)) {
+        $('script-select').value = shown.script;
         renderParams();
       }
-      if (TERMINAL.includes(latest.phase)) {
-        state.run = latest;
-        renderStatus();
-        const log = await fetch(`/api/runs/${latest.id}/log`).then((r) => r.text());
-        log.split('\n').filter(Boolean).forEach(appendLog);
-        await loadProducts(latest.id);
-      } else {
-        follow(latest);
-      }
+      await showRun(shown);
     }
   }
   updateRunButton();

@@ -1,9 +1,11 @@
 """The viewer's sky background: the HiPS folder ``<REGIO_INDEX>/hips`` (``indexer.hips``) at
-``/hips/<name>``, for Aladin Lite (``/hips/`` is the survey URL).
+``/hips/<name>``, for Aladin Lite (``/hips`` is the survey URL).
 
 Only HiPS file names are served (``properties``, ``Moc.fits``, ``Norder{k}/Allsky.{ext}``,
-``Norder{k}/Dir{D}/Npix{N}.{ext}``), also below ``/hips//`` (Aladin's requests when the survey
-URL is given with a trailing slash): anything else, a path with ``..``, or an absent file is a
+``Norder{k}/Dir{D}/Npix{N}.{ext}``). The page gives Aladin the survey URL without a trailing
+slash, so tiles are asked for as ``/hips/Norder..``; ``/hips//<name>`` (what Aladin asked for when
+the URL ended with a slash, as pages cached before that change still do) is served too, without
+a redirect. Anything else, a path with ``..``, or an absent file is a
 short plain-text 404 without a look at the disk beyond the file itself. Aladin asks for tiles
 that do not exist as a matter of course, so these 404s stay cheap and are not logged.
 
@@ -43,7 +45,7 @@ def _not_found() -> Response:
 
 
 @bp.get("/hips/<path:name>")
-@bp.get("/hips//<path:name>", merge_slashes=False)  # survey URL given as "/hips/": no redirect
+@bp.get("/hips//<path:name>", merge_slashes=False)  # survey URL "/hips/" (old pages): no redirect
 def hips_file(name: str) -> Response:
     """A file of the HiPS folder, or a plain 404."""
     if not _NAME.fullmatch(name):

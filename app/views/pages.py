@@ -26,12 +26,20 @@ bp = Blueprint("pages", __name__)
 
 def _survey() -> str:
     """The viewer's background: a remote survey if configured, else the archive's own HiPS."""
-    return current_app.extensions["regio.settings"]["SURVEY"] or "/hips/"
+    return current_app.extensions["regio.settings"]["SURVEY"] or "/hips"  # no trailing slash
 
 
 @bp.get("/")
 def home():
     return render_template("tool.html", session_id="", survey=_survey(), access="owner")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico whatever the page links: the SVG icon (public)."""
+    response = current_app.send_static_file("favicon.svg")
+    response.cache_control.max_age = 86400
+    return response
 
 
 @bp.get("/sessions/<session_id>")

@@ -147,9 +147,15 @@ def create_run(session_id: str):
 
 @bp.get("/sessions/<session_id>/runs")
 def list_session_runs(session_id: str):
-    """The runs of a session, newest first."""
+    """The runs of a session, newest first, each with the exposures it ran on (``exposures``,
+    from its input file; null when unreadable): the page's history re-runs on them."""
     load_session(session_id)
-    return jsonify([run_json(r) for r in runs.list_runs(db_path(), session_id)])
+    out = []
+    for run in runs.list_runs(db_path(), session_id):
+        entry = run_json(run)
+        entry["exposures"] = runs.input_exposures(run.run_dir)
+        out.append(entry)
+    return jsonify(out)
 
 
 @bp.get("/runs/<run_id>")
