@@ -525,6 +525,10 @@ SCHEMAS |= {
             "stage": {"type": ["string", "null"]},
             "progress_done": {"type": ["integer", "null"]},
             "progress_total": {"type": ["integer", "null"]},
+            "stage_count": {
+                "type": ["integer", "null"],
+                "description": "stages announced up front (manifest or [STAGES] n): stage k of n",
+            },
             "queue_position": {"type": ["integer", "null"]},
             "created": {"type": "string"},
             "started": {"type": ["string", "null"]},

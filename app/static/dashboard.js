@@ -3,6 +3,7 @@
 // automation: standing requests, schedules and saved default parameters.
 
 import { $, api, el, say } from './common.js';
+import { stageText } from './stages.js';
 
 const root = document.getElementById('dashboard');
 const ACTIVE = ['QUEUED', 'EXECUTING'];
@@ -147,7 +148,8 @@ function runRow(run) {
     el('td', {}, el('a', { href: run.links.page, 'data-testid': 'run-link' }, run.session_title || run.session_id)),
     el('td', {}, run.script),
     el('td', {}, triggerBadge(run.trigger, run.trigger_detail)),
-    el('td', { class: `phase-${run.phase.toLowerCase()}`, 'data-testid': 'run-phase', title: run.error || '' }, run.phase),
+    el('td', { class: `phase-${run.phase.toLowerCase()}`, 'data-testid': 'run-phase', title: run.error || '' }, run.phase,
+      run.phase === 'EXECUTING' ? el('span', { class: 'muted', 'data-testid': 'run-stage' }, ` · ${stageText(run)}`) : null),
     el('td', { class: 'num' }, duration(run.duration)),
     el('td', { class: 'num' }, counts),
     el(

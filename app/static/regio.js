@@ -4,6 +4,8 @@
 
 import { $, api, el, say } from './common.js';
 import { initHistory } from './history.js';
+import { plotProduct, showImage } from './plots.js';
+import { stageText } from './stages.js';
 
 const app = document.getElementById('app');
 const REGION_COLOURS = { source: '#00e5ff', background: '#ffd600' };
@@ -819,13 +821,13 @@ function renderStatus() {
     text = `Queued${run.queue_position !== null && run.queue_position !== undefined ? ` (position ${run.queue_position + 1})` : ''}`;
   } else if (run.phase === 'EXECUTING') {
     const progress = run.progress_total ? `, ${run.progress_done}/${run.progress_total}` : '';
-    text = `Running: stage ${stages.length} (${run.stage || 'starting'})${progress}, ${elapsed(run)} elapsed`;
+    text = `Running: ${stageText(run)}${progress}, ${elapsed(run)} elapsed`;
   } else if (run.phase === 'COMPLETED') {
-    text = `Finished in ${elapsed(run)} (${stages.length} stages)`;
+    text = `Finished in ${elapsed(run)} (${stages.length}${run.stage_count ? ` of ${run.stage_count}` : ''} stages)`;
   } else if (run.phase === 'ABORTED') {
     text = 'Cancelled';
   } else {
-    text = `Failed${run.failing_stage ? ` in stage ${run.failing_stage}` : ''}: ${run.error || 'see the log'}`;
+    text = `Failed${run.failing_stage ? ` in ${stageText(run)}` : ''}: ${run.error || 'see the log'}`;
   }
   box.textContent = `${run.script} ${run.id}: ${text}`;
   box.dataset.phase = run.phase;
@@ -906,70 +908,26 @@ async function loadProducts(runId) {
   const byFile = Object.fromEntries(products.map((p) => [p.file, p]));
   for (const p of products) {
     if (p.kind === 'plot' && Object.values(byFile).some((q) => q.preview === p.file)) continue; // shown as a thumbnail
-    const preview = p.preview && byFile[p.preview]
-      ? el('img', { src: `${byFile[p.preview].url}?inline=1`, alt: `preview of ${p.file}`, class: 'thumb', loading: 'lazy' })
-      : null;
     const plottable = p.kind === 'spectrum' || p.kind === 'lightcurve';
+    const open = plottable ? () => plotProduct($('plot'), runId, p)
+      : () => showImage($('plot'), `${byFile[p.preview].url}?inline=1`, p.file); // plots.js
+    const preview = p.preview && byFile[p.preview]
+      ? el('img', { src: `${byFile[p.preview].url}?inline=1`, alt: `preview of ${p.file}`, title: plottable ? 'Click: interactive plot' : 'Click: full size', class: 'thumb', loading: 'lazy', 'data-testid': 'thumbnail', onclick: open })
+      : null;
     const row = el('tr', { 'data-testid': 'product-row', 'data-file': p.file, 'data-kind': p.kind },
       el('td', {}, preview), el('td', {}, el('span', { title: p.description || '' }, p.file)),
       el('td', { class: 'obsid' }, p.obsid || ''), el('td', {}, p.camera || ''),
       el('td', {}, (p.date_obs || '').slice(0, 19)), el('td', { class: 'num' }, fmt(p.exposure, 0)),
       el('td', {}, (p.created || '').slice(0, 19).replace('T', ' ')), el('td', { class: 'num' }, bytes(p.size)),
       el('td', {},
-        plottable ? el('button', { 'data-testid': 'plot-button', onclick: () => plotProduct(runId, p) }, 'Plot') : null,
-        p.kind === 'image' && preview ? el('button', { onclick: () => showImage(byFile[p.preview]) }, 'View') : null,
+        plottable ? el('button', { 'data-testid': 'plot-button', onclick: open }, 'Plot') : null,
+        p.kind === 'image' && preview ? el('button', { onclick: open }, 'View') : null,
         ' ', el('a', { href: p.url, 'data-testid': 'download-link', download: p.file.split('/').pop() }, 'Download')));
     body.append(row);
   }
   const bundle = $('bundle');
   bundle.href = `/api/runs/${runId}/bundle.zip`;
   bundle.hidden = products.length === 0;
-}
-
-function showImage(preview) {
-  $('plot').replaceChildren(el('img', { src: `${preview.url}?inline=1`, class: 'large', alt: preview.file }));
-}
-
-const PLOT_TITLES = { spectrum: 'source and scaled background', 'optical-spectrum': 'flux with its error' };
-
-async function plotProduct(runId, product) {
-  const box = $('plot');
-  box.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
-  let data;
-  try {
-    data = await api('GET', `/runs/${runId}/plot/${product.file}`);
-  } catch (error) {
-    box.replaceChildren(el('p', { class: 'problem' }, `Cannot plot ${product.file}: ${error.message}`));
-    return;
-  }
-  const names = Object.keys(data.series).filter((n) => !n.endsWith('error'));
-  const colours = ['#1f77b4', '#ff7f0e', '#2ca02c'];
-  const spectrum = data.kind === 'spectrum';
-  const options = {
-    title: `${product.file} (${PLOT_TITLES[data.kind] || 'net rate, background'})`,
-    width: Math.min(900, box.clientWidth || 900),
-    height: 360,
-    scales: { x: { time: false, distr: spectrum ? 3 : 1 }, y: { distr: spectrum ? 3 : 1 } },
-    axes: [{ label: data.x_label }, { label: data.y_label, size: 70 }],
-    series: [{ label: data.x_label, value: (u, v) => (v === null ? '' : v.toPrecision(4)) },
-      ...names.map((n, i) => ({ label: n, stroke: n.startsWith('background') ? '#ff7f0e' : (n.startsWith('source') || n.startsWith('net') || n.startsWith('rate') || n === 'flux') ? '#1f77b4' : colours[i % 3], points: { show: data.kind !== 'optical-spectrum', size: 4 }, width: spectrum ? 0 : 1, value: (u, v) => (v === null ? '' : v.toPrecision(4)) }))],
-    hooks: { drawClear: [(u) => shadeGaps(u, data.gaps || [])] },
-  };
-  const rows = [data.x, ...names.map((n) => data.series[n])];
-  box.replaceChildren(el('div', { 'data-testid': 'plot-canvas' }));
-  // eslint-disable-next-line no-undef
-  new uPlot(options, rows, box.firstChild);
-}
-
-function shadeGaps(u, gaps) {
-  const { ctx } = u;
-  ctx.save();
-  ctx.fillStyle = 'rgba(150,150,150,0.25)';
-  for (const [a, b] of gaps) {
-    const x0 = u.valToPos(a, 'x', true); const x1 = u.valToPos(b, 'x', true);
-    ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
-  }
-  ctx.restore();
 }
 
 // ------------------------------------------------------------------------------------ sharing

@@ -5,14 +5,15 @@
 - ``/sessions``: the user's sessions (titles, last activity, run counts, links to runs, delete).
   ``/archive``: every indexed observation. ``/favicon.ico``: the SVG icon.
 - ``/runs/<id>/plot/<file>``: the arrays of a spectrum or light curve product, for the page's
-  interactive plots (``app.plots`` reads the OGIP files).
+  interactive plots (``app.plots`` reads the OGIP files); ``?min_counts=N`` regroups a spectrum.
 """
 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from flask import Blueprint, abort, current_app, jsonify, render_template
+from flask import Blueprint, abort, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from app import auth, plots, runs
 from app.archive import load_index, observations_by_obsid
@@ -78,9 +79,21 @@ def archive():
 
 @bp.get("/runs/<run_id>/plot/<path:name>")
 def product_plot(run_id: str, name: str):
-    """Arrays to plot a spectrum (rate per keV vs energy, source and scaled background) or a
-    light curve (net rate vs time, background, good-time gaps)."""
+    """Arrays to plot a spectrum (rate per keV vs energy, source and scaled background, grouped
+    to ``min_counts`` counts a bin) or a light curve (rate vs time, background, good times).
+    Refusals are JSON like the API's (the page reads the message)."""
+    try:
+        return _plot(run_id, name)
+    except HTTPException as exc:
+        return jsonify(error=exc.name, message=exc.description, status=exc.code), exc.code
+
+
+def _plot(run_id: str, name: str):
     run = get_run(run_id)
+    try:
+        min_counts = plots.parse_min_counts(request.args.get("min_counts"))
+    except ValueError as exc:
+        abort(400, description=str(exc))
     folder = PurePosixPath(name).parent
     try:
         stream = runs.open_product(run.run_dir, name)
@@ -94,6 +107,6 @@ def product_plot(run_id: str, name: str):
 
     with stream:
         try:
-            return jsonify(plots.from_fits(stream, sibling))
+            return jsonify(plots.from_fits(stream, sibling, min_counts))
         except plots.NotPlottable as exc:
             abort(400, description=str(exc))

@@ -50,6 +50,7 @@ __all__ = [
     "NotRecognisedError",
     "all_instruments",
     "column_wcs",
+    "for_detector",
     "for_row",
     "get",
     "pixel_wcs_cards",
@@ -123,6 +124,10 @@ class Instrument(ABC):
     imaging_columns: ClassVar[tuple[str, ...]] = ()
     #: radius around the pointing holding the whole field of view of any camera [arcmin]
     field_radius_arcmin: ClassVar[float] = 16.0
+    #: calibrated energy band of its spectra [keV] (plots show this range); None: not X-ray
+    energy_range_kev: ClassVar[tuple[float, float] | None] = None
+    #: width of one PI value of its spectra's channels [eV] (a channel is SPECDELT PI values)
+    pi_channel_ev: ClassVar[float] = 1.0
 
     @abstractmethod
     def recognise(self, hdul: fits.HDUList) -> bool:
@@ -227,6 +232,17 @@ def for_row(row: dict[str, Any]) -> Instrument:
         if instrument.mission == row.get("mission") and instrument.name == row.get("instrument"):
             return instrument
     raise KeyError(f"no instrument {row.get('mission')}/{row.get('instrument')} is registered")
+
+
+def for_detector(telescope: str, detector: str) -> Instrument | None:
+    """The instrument of a product's ``TELESCOP`` and ``INSTRUME`` (its name or one of its
+    cameras' names, any case), or None."""
+    telescope, detector = telescope.strip().upper(), detector.strip().upper()
+    for instrument in all_instruments():
+        names = {instrument.name.upper(), *(c.name.upper() for c in instrument.cameras)}
+        if instrument.mission.upper() == telescope and detector in names:
+            return instrument
+    return None
 
 
 def recognise(hdul: fits.HDUList) -> Instrument:

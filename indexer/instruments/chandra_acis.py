@@ -160,6 +160,8 @@ class ChandraAcis(Instrument):
     imaging_columns = ("ENERGY", "PI", "GRADE", "STATUS")
     #: the aimpoint (S3 or the I array) to the far corner of an outer S chip is about 28'
     field_radius_arcmin = 30.0
+    energy_range_kev = (0.3, 10.0)  # ACIS's calibrated band
+    pi_channel_ev = PI_CHANNEL_EV
 
     def _identity(self, hdul: fits.HDUList) -> tuple[str, str]:
         primary = hdul[0].header

@@ -88,6 +88,7 @@ class XmmEpic(Instrument):
     )
     imaging_columns = ("PI", "FLAG", "PATTERN")
     field_radius_arcmin = 16.0  # the 15' field of view and a margin
+    energy_range_kev = (0.2, 12.0)  # EPIC's calibrated band (PI in eV)
 
     def _identity(self, hdul: fits.HDUList) -> tuple[str, str]:
         primary = hdul[0].header
