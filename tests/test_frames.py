@@ -207,6 +207,8 @@ def test_export_writes_the_region_back_in_the_users_frame(client, source, frame)
     a, b = exported.center.spherical, typed.center.spherical
     assert separation_arcsec((a.lon.deg, a.lat.deg), (b.lon.deg, b.lat.deg)) < 0.1
     assert abs((exported.angle - typed.angle).to_value(u.deg)) < 1e-3
+    shown = body["frame_centre"]  # the centre as the page shows it in the user's frame
+    assert separation_arcsec((shown["lon"], shown["lat"]), (b.lon.deg, b.lat.deg)) < 0.1
     assert (
         separation_arcsec(
             (body["centre"]["ra"], body["centre"]["dec"]), (source["ra"], source["dec"])

@@ -3,6 +3,7 @@
 // Regions are kept as the API's viewer shapes, in ICRS degrees.
 
 import { $, api, el, say } from './common.js';
+import * as regionsIo from './regions-io.js'; // frames, DS9 export, region view, names
 import { initHistory } from './history.js';
 import { plotProduct, showImage } from './plots.js';
 import { stageText } from './stages.js';
@@ -237,7 +238,6 @@ const NUMERIC_FIELDS = {
   box: [['ra', 'RA (°)', 1], ['dec', 'Dec (°)', 1], ['width', 'width (″)', 3600], ['height', 'height (″)', 3600], ['angle', 'angle (°)', 1]],
 };
 
-const shown = (value, scale) => (scale === 1 ? value : Number((value * scale).toPrecision(6)));
 
 function renderShapeFields() {
   const box = $('shape-fields');
@@ -251,7 +251,7 @@ function renderShapeFields() {
     const row = el('div', { class: 'shape-row', 'data-testid': 'shape-row' }, el('strong', {}, `${shape.exclude ? '−' : ''}${shape.type}`));
     for (const [key, label, scale] of NUMERIC_FIELDS[shape.type] || []) {
       row.append(el('label', {}, `${label} `, el('input', {
-        type: 'number', step: 'any', value: shown(shape[key], scale), 'data-field': key, disabled: !state.canWrite,
+        type: 'number', step: 'any', value: regionsIo.shownValue(key, shape[key], scale), 'data-field': key, disabled: !state.canWrite,
         onchange: (event) => { shape[key] = Number(event.target.value) / scale; drawRegions(); },
       })));
     }
@@ -345,12 +345,13 @@ function localProblem() {
 async function accept() {
   const problem = localProblem();
   if (problem) { say(problem); return; }
-  const body = { source: state.regions.source, background: state.regions.background.length ? state.regions.background : null };
+  const body = { source: state.regions.source, background: state.regions.background.length ? state.regions.background : null, frame: regionsIo.currentFrame() };
   try {
     const session = state.sessionId
       ? await api('PUT', `/api/sessions/${state.sessionId}/regions`, body)
       : await api('POST', '/api/sessions', body);
     loadSession(session);
+    regionsIo.goToRegion(state.aladin, state.regions.source);
     const observations = new Set(session.coverage.map((r) => `${r.mission}:${r.obsid}`)).size;
     say(`Regions saved: ${session.coverage.length} covering exposure(s) in ${observations} observation(s).`, 'info');
   } catch (error) {
@@ -365,6 +366,7 @@ async function importDs9(file) {
   const form = new FormData();
   const other = state.tab === 'source' ? 'background' : 'source';
   form.append(state.tab, new Blob([text], { type: 'text/plain' }), file.name);
+  if (regionsIo.ds9FrameOf(text)) form.append('frame', regionsIo.ds9FrameOf(text)); // the file's frame is the user's
   if (state.session && state.session.regions[`${other}_ds9`]) {
     form.append(other, new Blob([state.session.regions[`${other}_ds9`]], { type: 'text/plain' }), `${other}.reg`);
   }
@@ -373,7 +375,8 @@ async function importDs9(file) {
       ? await api('PUT', `/api/sessions/${state.sessionId}/regions`, form)
       : await api('POST', '/api/sessions', form);
     loadSession(session);
-    say(`Imported ${file.name}.`, 'info');
+    regionsIo.goToRegion(state.aladin, state.regions.source.length ? state.regions.source : state.regions.background);
+    say(`Imported ${file.name} (${session.regions.frame}).`, 'info');
   } catch (error) {
     say(`Import refused: ${error.message}`);
   }
@@ -381,17 +384,7 @@ async function importDs9(file) {
 }
 
 function exportDs9(event) {
-  const regions = state.session && state.session.regions;
-  const text = regions && regions[`${state.tab}_ds9`];
-  const link = $('export-ds9');
-  if (!text) {
-    event.preventDefault();
-    say(`No saved ${state.tab} region to export: draw it and press Accept first.`);
-    return;
-  }
-  if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href);
-  link.download = `regio-${state.sessionId}-${state.tab}.reg`;
-  link.href = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+  regionsIo.exportRegion(event, state.session, state.tab); // in the user's frame (regions-io.js)
 }
 
 // ------------------------------------------------------------------------- session and selector
@@ -407,6 +400,7 @@ function loadSession(session) {
   $('session-label').textContent = `session ${session.id}`;
   drawRegions();
   renderShapeFields();
+  regionsIo.showFrame(session);
   renderObservations();
   showCameraMocs(session.coverage || []);
   updateRunButton();
@@ -983,11 +977,11 @@ function bind() {
   $('script-select').addEventListener('change', () => { renderParams(); updateRunButton(); });
   $('run-button').addEventListener('click', startRun);
   $('cancel-button').addEventListener('click', cancelRun);
-  $('target').addEventListener('keydown', (event) => {
+  $('target').addEventListener('keydown', async (event) => {
     if (event.key !== 'Enter') return;
-    const position = parseTarget(event.target.value);
-    if (!position) { say('Give coordinates as "RA Dec" in degrees or sexagesimal (09 58 21.6 -11 03 36).'); return; }
-    say('');
+    const position = parseTarget(event.target.value) || await regionsIo.resolveName(event.target.value); // an object name
+    if (!position) return;
+    if (parseTarget(event.target.value)) say('');
     app.dataset.target = position.join(' ');
     if (state.aladin) {
       state.aladin.gotoRaDec(position[0], position[1]);
@@ -995,6 +989,7 @@ function bind() {
     }
   });
   bindSharing();
+  regionsIo.initFrames(() => regionsIo.describeFrame(state.regions.source));
   if (!state.canWrite) {
     for (const id of ['draw-circle', 'draw-polygon', 'region-clear', 'region-accept', 'import-ds9']) $(id).disabled = true;
   }

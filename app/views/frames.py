@@ -21,7 +21,8 @@ bp = Blueprint("frames", __name__, url_prefix="/api")
 @bp.post("/regions/convert")
 def convert():
     """``{"region": DS9 text or viewer shapes, "frame": "galactic"}`` -> ``{"shapes", "frame",
-    "ds9", "centre": {"ra", "dec"}, "span"}`` (ICRS degrees; ``span``: degrees across)."""
+    "ds9", "centre": {"ra", "dec"}, "frame_centre": {"lon", "lat"}, "span"}`` (ICRS degrees
+    but ``frame_centre``, the centre in ``frame``; ``span``: degrees across)."""
     body = json_body()
     unknown = set(body) - {"region", "frame"}
     if unknown:
@@ -37,11 +38,13 @@ def convert():
         regions, own = shapes.parse_frame(region, settings()["REGION_MAX_DEG"])
         frame = frame or own or "icrs"
         centre = sky.centre(regions)
+        shown = centre.transform_to(sky.DS9_FRAMES[frame]).spherical
         answer = {
             "shapes": shapes.to_json(regions),
             "frame": frame,
             "ds9": shapes.to_ds9(regions, frame),
             "centre": {"ra": float(centre.ra.deg), "dec": float(centre.dec.deg)},
+            "frame_centre": {"lon": float(shown.lon.deg), "lat": float(shown.lat.deg)},
             "span": float(sky.span(regions).deg),
         }
     except shapes.RegionError as exc:
