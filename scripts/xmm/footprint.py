@@ -237,11 +237,16 @@ def live_area(region: Region, ccds: Mapping[int, LiveTest], min_step: float = 1.
     ys = np.arange(math.floor(y0), math.ceil(y1) + 1, step, dtype=np.float64)
     counts = dict.fromkeys(ccds, 0)
     n_region = 0
+    single = len(region.includes) == 1
+    if single:  # the lattice points in the shape's box, as Shape.mask's own box test keeps them
+        bx0, bx1, by0, by1 = region.includes[0].bbox()
+        xs = xs[np.searchsorted(xs, bx0, "left") : np.searchsorted(xs, bx1, "right")]
+        ys = ys[np.searchsorted(ys, by0, "left") : np.searchsorted(ys, by1, "right")]
     rows_per_block = max(1, BLOCK_SAMPLES // max(len(xs), 1))
     for start in range(0, len(ys), rows_per_block):
         gx, gy = np.meshgrid(xs, ys[start : start + rows_per_block])
         gx, gy = gx.ravel(), gy.ravel()
-        inside = region.mask(gx, gy)
+        inside = _lattice_mask(region, gx, gy) if single else region.mask(gx, gy)
         gx, gy = gx[inside], gy[inside]
         n_region += len(gx)
         for ccd, geom in ccds.items():
@@ -251,3 +256,16 @@ def live_area(region: Region, ccds: Mapping[int, LiveTest], min_step: float = 1.
             counts[ccd] += int(on.sum())
             gx, gy = gx[~on], gy[~on]
     return LiveArea({c: n * step * step for c, n in counts.items()}, n_region * step * step, step)
+
+
+def _lattice_mask(region: Region, x: NDArray, y: NDArray) -> NDArray[np.bool_]:
+    """``region.mask(x, y)`` for a region of one included shape and points inside that shape's
+    bounding box: the shape's own test on every point, without the box tests and the copies
+    ``mask`` makes for scattered events (~1/3 of the live-area time); exclusions as in
+    ``Region.mask``."""
+    inside = region.includes[0]._inside(x, y)
+    for shape in region.excludes:
+        keep = np.flatnonzero(inside)
+        if len(keep):
+            inside[keep[shape.mask(x[keep], y[keep])]] = False
+    return inside
