@@ -13,6 +13,7 @@ from the file it reads itself, on the worker.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,12 +86,19 @@ def for_session(
             "select at least one with events"
         )
     known = index.pixel_wcs([str(row["path"]) for row in processable]) if index else {}
+    # files in one pixel frame (the cameras of an observation often are) share one conversion
+    converted: dict[str, dict[str, str | None]] = {}
     observations = []
     for row in selected:
         obs = dict(row)
         if obs.get("kind") in instruments.PROCESSABLE_KINDS and obs.get("path"):
-            obs["regions_pixel"] = pixel_regions(
-                obs, source, background, known.get(str(obs["path"]))
-            )
+            cards = known.get(str(obs["path"]))
+            if cards is None:
+                obs["regions_pixel"] = pixel_regions(obs, source, background)
+            else:
+                frame = json.dumps(cards, sort_keys=True)
+                if frame not in converted:
+                    converted[frame] = pixel_regions(obs, source, background, cards)
+                obs["regions_pixel"] = dict(converted[frame])
         observations.append(obs)
     return {"source": _region(source), "background": _region(background)}, observations
