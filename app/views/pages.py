@@ -85,6 +85,8 @@ def product_plot(run_id: str, name: str):
     try:
         return _plot(run_id, name)
     except HTTPException as exc:
+        if exc.response is not None or exc.code is None:  # a redirect to sign in, say
+            raise
         return jsonify(error=exc.name, message=exc.description, status=exc.code), exc.code
 
 

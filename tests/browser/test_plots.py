@@ -131,3 +131,18 @@ def test_spectrum_and_light_curve_plots(page, live_service, bright_source):
     state = plot_state(page)
     assert state["axis"] == "mission" and state["xmin"] > 1e6, state  # s since MJDREF
     shot(page, "plots-02-lightcurve")
+
+    # an image's thumbnail opens the image at full size
+    run_script(page, "generate_images", 5)
+    thumb = page.locator('[data-kind="image"] [data-testid="thumbnail"]').first
+    thumb.click()
+    image = page.get_by_test_id("plot-image")
+    image.wait_for(timeout=30_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-testid=\"plot-image\"]');"
+        " return i && i.complete && i.naturalWidth > 0; }",
+        timeout=30_000,
+    )
+    assert image.bounding_box()["width"] > 2 * thumb.bounding_box()["width"]
+    assert image.get_attribute("src") == thumb.get_attribute("src")
+    shot(page, "plots-03-image")
