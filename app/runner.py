@@ -12,7 +12,11 @@
   with a clean environment and a session of its own included) ends when the script ends. The
   wrapper gets the Linux parent-death signal (``app.plumbing.die_with_parent``), so nothing
   outlives the work horse. The environment is the worker's without ``REGIO_*`` and ``RQ_*``
-  (secrets stay out) except ``SCRIPT_SETTINGS``, plus ``REGIO_RUN_ID=<run id>``;
+  (secrets stay out) except ``SCRIPT_SETTINGS``, plus ``REGIO_RUN_ID=<run id>``. A Python
+  script in bubblewrap starts warm when the worker runs a warm server (``app.warm``,
+  ``REGIO_WARM``): bubblewrap runs a holder, and the warm server forks the script into the
+  sandbox's namespaces; the runner watches bubblewrap either way, and starts the script cold
+  (the log says why) when the warm start cannot be made;
 - the run's log: every output line goes to ``log.txt`` as soon as it is complete, up to
   ``REGIO_LOG_MAX_BYTES`` (beyond, the script's output is counted and dropped, and the log, the
   record's ``log_dropped`` and the provenance say so); ``[STAGE] name`` and ``[PROGRESS] k/n``
