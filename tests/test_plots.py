@@ -321,3 +321,80 @@ def test_optical_spectra_keep_flux_and_error(run_dir):
     assert data["series"]["flux"][7] is None and data["series"]["flux_error"][0] == pytest.approx(
         0.1
     )
+
+
+# ------------------------------------------------- real Chandra products (stingray's M82 list)
+
+
+@pytest.fixture(scope="module")
+def m82_products(tmp_path_factory):
+    """chandra_spectra and chandra_lightcurves run on stingray's ACIS list of M82 (ObsID 10027),
+    as the runner runs them; their output folders are run folders' ``output``."""
+    from importlib.util import find_spec
+
+    from tests.science_helpers import build_input, run_script
+    from tests.test_science_chandra import M82_BKG, M82_RADIUS, M82_SOURCE, annulus, circle
+
+    if find_spec("stingray") is None:
+        pytest.skip("stingray (and its Chandra test list) is not installed")
+    source = Path(find_spec("stingray").origin).parent / "tests" / "data" / "chandra_test.fits"
+    base = tmp_path_factory.mktemp("m82-plots")
+    events = base / "acisf10027_cutout_evt2.fits"
+    shutil.copyfile(source, events)
+    runs_made = {}
+    for script, params in (
+        ("chandra_spectra", {}),
+        ("chandra_lightcurves", {"bin_size": 50.0, "emin": 0.5, "emax": 7.0}),
+    ):
+        run_dir = base / script
+        inp = build_input(
+            script,
+            [events],
+            circle(*M82_SOURCE, M82_RADIUS),
+            annulus(*M82_SOURCE, *M82_BKG),
+            run_dir / runs.OUTPUT,
+            params,
+        )
+        proc = run_script(script, inp, run_dir)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs_made[script] = run_dir
+    return runs_made
+
+
+def test_a_real_acis_spectrum_is_drawn_on_the_acis_grid_and_band(m82_products):
+    run_dir = m82_products["chandra_spectra"]
+    name = next(p.name for p in (run_dir / runs.OUTPUT).glob("*_src.pha"))
+    head, cols = read_pha(run_dir / runs.OUTPUT / name)
+    data = plot(run_dir, name)
+    assert data["energy_range"] == list(instruments.get("chandra-acis").energy_range_kev)
+    assert "background" in data["series"]
+    # channel k covers [(k-1), k) x 14.6 eV: the counts of the channels touching 0.3-10 keV
+    low = (cols["CHANNEL"] - 1) * 0.0146
+    inside = (low + 0.0146 > 0.3) & (low < 10.0)
+    assert sum(data["counts"]) == cols["COUNTS"][inside].sum() > 0
+    assert min(data["x_low"]) >= 0.3 - 0.0146 and max(data["x_high"]) <= 10.0 + 0.0146
+
+
+def test_a_real_acis_light_curve_in_mjd_agrees_with_astropy(m82_products):
+    run_dir = m82_products["chandra_lightcurves"]
+    name = next(p.name for p in (run_dir / runs.OUTPUT).glob("*lc*.fits"))
+    data = plot(run_dir, name)
+    with fits.open(run_dir / runs.OUTPUT / name) as hdul:
+        head = hdul["RATE"].header
+        time = np.asarray(hdul["RATE"].data["TIME"], dtype=float)
+        gti = hdul["GTI"].data
+        mjdref = head.get("MJDREF", head.get("MJDREFI", 0) + head.get("MJDREFF", 0.0))
+        scale = str(head["TIMESYS"]).strip().lower()
+        expected = Time(mjdref, format="mjd", scale=scale) + TimeDelta(
+            time + head.get("TIMEZERO", 0.0), format="sec"
+        )
+        first_gti = [float(gti["START"][0]), float(gti["STOP"][0])]
+        timedel = float(head["TIMEDEL"])
+    step = data["bins_per_point"]
+    np.testing.assert_allclose(data["x_mjd"], expected.mjd[::step], rtol=0, atol=1e-8)
+    # the bin asked for (50 s), as a whole number of ACIS frames: the file's TIMEDEL
+    assert data["timedel"] == pytest.approx(timedel) and abs(timedel - 50.0) < 5
+    assert first_gti in data["gti"]
+    rate_name = next(k for k in data["series"] if not k.endswith("_error") and k != "background")
+    errors = np.array(data["series"][f"{rate_name}_error"], dtype=float)
+    assert np.nanmax(errors) > 0
