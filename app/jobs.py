@@ -138,16 +138,24 @@ class RegioWorker(_RqWorker):
         return super().fork_work_horse(job, queue)
 
 
+def _bwrap_works(mode: str) -> bool:
+    """Whether scripts run in bubblewrap here (warm starts need it)."""
+    from app import sandbox
+
+    bwrap = sandbox.find_bwrap() if mode != "off" else None
+    return bwrap is not None and sandbox.probe(bwrap) is None
+
+
 def ensure_warm_server(log=None) -> warm.Zygote | None:
     """Start (or restart) this worker's warm server when the settings ask for it
-    (``REGIO_WARM=auto`` and a sandbox other than ``off``); returns it, or None."""
+    (``REGIO_WARM=auto``) and scripts run in bubblewrap; returns it, or None."""
     from app import settings
 
     try:
         config = settings.load()
     except settings.SettingError:
         return None  # the runner reports bad settings on the run
-    if config["WARM"] == "off" or config["SANDBOX"] == "off":
+    if config["WARM"] == "off" or not _bwrap_works(config["SANDBOX"]):
         if warm.CURRENT is not None:
             warm.CURRENT.stop()
             warm.CURRENT = None

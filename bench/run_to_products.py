@@ -39,7 +39,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent.parent
+#: The Regio checkout measured: this one, or REGIO_BENCH_CODE (``--before``).
+ROOT = Path(os.environ.get("REGIO_BENCH_CODE") or HERE).resolve()
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
@@ -47,16 +49,17 @@ from astropy.io import fits  # noqa: E402
 from rq import Worker  # noqa: E402
 from rq.job import Job  # noqa: E402
 
-from app import catalog, jobs, runs, shapes  # noqa: E402
+from app import catalog, jobs, runs, settings, shapes  # noqa: E402
 from app.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from app.sessions import SessionStore  # noqa: E402
 from tests.science_helpers import build_input  # noqa: E402 - the input as the runner writes it
 
-DATA = ROOT.parent / "shared" / "data" / "xmm-rxcj0958"
+DATA = HERE.parent / "shared" / "data" / "xmm-rxcj0958"
 SOURCE = 'icrs;circle(149.59,-11.06,60")'
 BACKGROUND = 'icrs;annulus(149.59,-11.06,180",300")'
 REPEATS = 5
 POLL = 0.01
+RUN_TIMEOUT = 600
 MOS_FLAG_MASK = 0x766BA000
 
 
@@ -102,22 +105,22 @@ def numpy_floor(observations: list[dict]) -> tuple[float, list[tuple[int, int]]]
 
 
 @contextmanager
-def worker(folder: Path, redis_url: str, mode: str, code: Path = ROOT) -> Iterator[None]:
-    """A real rq worker (``jobs.worker_command``) with REGIO_WARM for ``mode``, running the
-    Regio checkout ``code`` (its app and scripts)."""
+def worker(folder: Path, redis_url: str, mode: str) -> Iterator[None]:
+    """A real rq worker (``jobs.worker_command``) with REGIO_WARM for ``mode``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
     env.update(
-        PYTHONPATH=str(code),
+        PYTHONPATH=str(ROOT),
         REGIO_SESSIONS=str(folder / "sessions"),
         REGIO_INSTANCE=str(folder / "instance"),
-        REGIO_SCRIPTS=str(code / "scripts"),
+        REGIO_SCRIPTS=str(ROOT / "scripts"),
         REGIO_REDIS_URL=redis_url,
-        REGIO_WARM="auto" if mode == "warm" else "off",
     )
+    if "WARM" in settings.BY_NAME:  # (an older checkout does not know it: it starts cold)
+        env["REGIO_WARM"] = "auto" if mode == "warm" else "off"
     name = f"bench-{mode}-{os.getpid()}"
     with open(folder / f"worker-{mode}.log", "wb") as log:
         proc = subprocess.Popen(
-            jobs.worker_command(redis_url, name=name), cwd=code, env=env,
+            jobs.worker_command(redis_url, name=name), cwd=ROOT, env=env,
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -138,7 +141,10 @@ def one_run(folder: Path, conn, script: catalog.Script, inp: dict, session_id: s
         observations=inp["observations"],
     )  # fmt: skip
     jobs.enqueue(run, script, conn, db)
+    deadline = time.monotonic() + RUN_TIMEOUT
     while True:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"run {run.id} did not end in {RUN_TIMEOUT} s (see the worker's log)")
         current = runs.get(db, run.id)
         if current.terminal:
             ended = dt.datetime.now(dt.UTC)
@@ -168,7 +174,7 @@ def one_run(folder: Path, conn, script: catalog.Script, inp: dict, session_id: s
     return seconds
 
 
-def measure_runs(mode: str, repeats: int, inp: dict, code: Path = ROOT) -> float:
+def measure_runs(mode: str, repeats: int, inp: dict) -> float:
     with tempfile.TemporaryDirectory(prefix="regio-bench-products-") as tmp:
         folder = Path(tmp)
         with EmbeddedRedis(folder / "redis", port=free_port()) as server:
@@ -176,7 +182,7 @@ def measure_runs(mode: str, repeats: int, inp: dict, code: Path = ROOT) -> float
             script = catalog.load_script(ROOT / "scripts", "generate_spectra")
             store = SessionStore(folder / "sessions")
             session_id = store.create(shapes.parse(SOURCE), shapes.parse(BACKGROUND))
-            with worker(folder, server.url, mode, code):
+            with worker(folder, server.url, mode):
                 deadline = time.monotonic() + 120
                 while not Worker.all(connection=conn):
                     if time.monotonic() > deadline:
@@ -214,19 +220,30 @@ def main() -> int:
     print(f"numpy floor: {floor:.3f} s (source, background counts per list: {counts})")
 
     results: dict[str, float] = {}
-    modes = [("warm", "", ROOT), ("cold", "cold_", ROOT)]
-    modes = [m for m in modes if args.mode in ("both", m[0])]
-    if args.before:
-        modes.append(("cold", "before_", args.before.resolve()))
-    for mode, prefix, code in modes:
-        label = prefix.rstrip("_") or mode
-        print(f"== {label}: REGIO_WARM={'auto' if mode == 'warm' else 'off'}, code in {code}")
-        seconds = measure_runs(mode, args.repeats, inp, code)
+    modes = [m for m in ("warm", "cold") if args.mode in ("both", m)]
+    if "WARM" not in settings.BY_NAME:
+        modes = ["cold"]  # an older checkout (--before): cold starts only
+    for mode in modes:
+        prefix = "" if mode == "warm" else "cold_"
+        print(f"== {mode} starts (REGIO_WARM={'auto' if mode == 'warm' else 'off'}, {ROOT})")
+        seconds = measure_runs(mode, args.repeats, inp)
         results[f"{prefix}run_to_products_s"] = round(seconds, 3)
         results[f"{prefix}run_to_products_vs_numpy_floor"] = round(seconds / floor, 1)
         print(
-            f"{label}: products {seconds:.2f} s after the job started, {seconds / floor:.0f}x floor"
+            f"{mode}: products {seconds:.2f} s after the job started, {seconds / floor:.0f}x floor"
         )
+    if args.before:
+        print(f"== before: the cold starts of {args.before}")
+        env = {**os.environ, "REGIO_BENCH_CODE": str(args.before.resolve())}
+        command = [sys.executable, __file__, "--mode", "cold", "--repeats", str(args.repeats)]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        print("\n".join("  " + line for line in out.stdout.splitlines() if "RESULT" not in line))
+        if out.returncode != 0:
+            raise SystemExit(f"the before measurement failed:\n{out.stderr[-3000:]}")
+        for line in out.stdout.splitlines():
+            if line.startswith("RESULT cold_"):
+                _, name, value = line.split()
+                results["before_" + name.removeprefix("cold_")] = float(value)
     results["numpy_floor_s"] = round(floor, 4)
     for name, value in results.items():
         print(f"RESULT {name} {value}")

@@ -361,3 +361,13 @@ def test_warm_and_cold_runs_of_the_real_spectra_job_make_the_same_products(here,
     warm_products, cold_products = product_digests(warm_run), product_digests(cold_run)
     assert len(warm_products) > 5  # spectra, previews, provenance
     assert warm_products == cold_products
+
+
+def test_cold_start_in_a_manifest_must_be_true_or_false(warm_scripts):
+    assert catalog.load_script(warm_scripts, "probe_cold").cold_start is True
+    assert catalog.load_script(warm_scripts, "probe").cold_start is False
+    (warm_scripts / "bad.toml").write_text(
+        manifest("bad", extra='cold_start = "yes"\n').replace("bad.py", "probe.py")
+    )
+    with pytest.raises(catalog.CatalogError, match="cold_start: must be true or false"):
+        catalog.load_script(warm_scripts, "bad")
