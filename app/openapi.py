@@ -542,6 +542,12 @@ SCHEMAS |= {
                 "description": "bytes of the script's output beyond REGIO_LOG_MAX_BYTES, "
                 "not kept in the log (null: the script never started)",
             },
+            "exposures": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "in GET /api/sessions/{session_id}/runs only: the exposure ids the "
+                "run was given (null when its input file cannot be read)",
+            },
             "client_key": {
                 "type": ["string", "null"],
                 "description": "the client_key of the launch that made it (null: none)",

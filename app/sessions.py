@@ -101,8 +101,11 @@ class SessionStore:
         owner: str | None = None,
         title: str | None = None,
         frame: str | None = None,
+        rows: list[dict[str, Any]] | None = None,
     ) -> str:
-        """Make a new session folder holding validated regions; returns its id."""
+        """Make a new session folder holding validated regions; returns its id. With ``rows``,
+        the folder holds its first coverage too (as :meth:`set_coverage` stores it), written
+        before it appears: one rename, no file of the session replaced."""
         session_id = new_id()
         folder = self.folder(session_id)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,10 @@ class SessionStore:
                       "updated": stamp, "view": None}  # fmt: skip
             write_json(tmp / "session.json", record)
             self._write_regions(tmp, source, background, frame)
+            if rows is not None:
+                rows = upgrade_coverage(rows)
+                write_json(tmp / "coverage.json", rows)
+                write_json(tmp / "selection.json", {"exposures": _first_selection(rows)})
             (tmp / "runs").mkdir()
             os.replace(tmp, folder)  # the session appears complete or not at all
         except BaseException:
@@ -187,7 +194,7 @@ class SessionStore:
         covering = [r["exposure_id"] for r in rows]
         selection = self._selection(folder)
         if selection is None:  # first coverage
-            kept = [r["exposure_id"] for r in rows if r.get("kind") in PROCESSABLE_KINDS]
+            kept = _first_selection(rows)
         else:
             kept = [e for e in selection if e in set(covering)]
         write_json(folder / "selection.json", {"exposures": kept})
@@ -361,6 +368,11 @@ def overview(record: Mapping[str, Any], session_runs: list[Any]) -> dict[str, An
         "latest_runs": session_runs[:LISTED_RUNS],
         "last_activity": last,
     }
+
+
+def _first_selection(rows: list[dict[str, Any]]) -> list[str]:
+    """The exposures a first coverage selects: every one holding data to process."""
+    return [r["exposure_id"] for r in rows if r.get("kind") in PROCESSABLE_KINDS]
 
 
 class SessionBusy(ValueError):

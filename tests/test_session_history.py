@@ -308,3 +308,43 @@ def test_access_matrix(accounts_app, source, people, who, title_status, delete_s
     else:
         assert snapshot(sessions_dir) == before
         assert "message" in response.get_json()
+
+
+# ------------------------------------------------------------------------------- creation speed
+
+
+@pytest.mark.parametrize(
+    "ds9",
+    [
+        'icrs;circle(149.59,-11.06,60")',
+        'icrs;annulus(0.001,89.99,120",240")',
+        "icrs;ellipse(359.99,-45,0.5,0.2,30)",
+        "icrs;box(10,20,1.5,0.3,75)",
+        "galactic;circle(280.1,33.2,2)",
+        "fk4;box(200,-80,3,4,0)",
+    ],
+)
+def test_lone_shape_span_is_the_general_span(ds9):
+    """The size check of one shape (computed from its sizes, without astropy's coordinates)
+    says what indexer.shapes.span says."""
+    from app import shapes
+    from indexer.shapes import span
+
+    regions = shapes.parse(ds9)
+    assert shapes._lone_shape_span(regions) == pytest.approx(span(regions).deg, abs=1e-9)
+
+
+def test_span_of_several_shapes_or_a_polygon_is_the_general_one():
+    from app import shapes
+
+    for ds9 in (
+        "icrs;circle(10,20,0.1);circle(12,20,0.1)",
+        "icrs;polygon(10,20,11,20,11,21)",
+        "icrs;circle(10,20,0.5);-circle(10,20,0.1)",
+    ):
+        assert shapes._lone_shape_span(shapes.parse(ds9)) is None
+    with pytest.raises(shapes.RegionError, match="across"):
+        shapes.parse("icrs;circle(10,20,0.1);circle(30,20,0.1)", max_deg=5)
+    with pytest.raises(shapes.RegionError, match="across"):
+        shapes.parse("icrs;annulus(10,20,1,2.6)", max_deg=5)
+    shapes.parse("icrs;annulus(10,20,1,2.4)", max_deg=5)

@@ -229,11 +229,9 @@ def create_session():
     title = bodies.one_line(body.get("title", ""), "title")  # the cheap checks first
     source, background, frame = parse_regions(body)
     rows = covering_rows(source, background)
-    store = session_store()
-    session_id = store.create(
-        source, background, owner=auth.owner_id(), title=title, frame=frame
-    )
-    store.set_coverage(session_id, rows)
+    session_id = session_store().create(
+        source, background, owner=auth.owner_id(), title=title, frame=frame, rows=rows
+    )  # with its coverage: the folder appears complete, one rename
     response = jsonify(session_json(session_id))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_session", session_id=session_id)
