@@ -146,3 +146,26 @@ def test_spectrum_and_light_curve_plots(page, live_service, bright_source):
     assert image.bounding_box()["width"] > 2 * thumb.bounding_box()["width"]
     assert image.get_attribute("src") == thumb.get_attribute("src")
     shot(page, "plots-03-image")
+
+
+def test_the_dashboard_reads_stage_k_of_n_while_a_run_goes(new_page, live_service, bright_source):
+    page = new_page()
+    ready(page, live_service.url)
+    draw_and_accept(page, bright_source)
+    keep_only_xmm(page)
+    page.get_by_test_id("script-select").select_option("generate_lightcurves")
+    page.locator("#param-bin_size").fill("3")  # many bins: a slow run
+    page.get_by_test_id("run-button").click()
+    page.locator('[data-testid="run-status"][data-phase="EXECUTING"]').wait_for(timeout=60_000)
+    dashboard = new_page()
+    dashboard.goto(live_service.url + "runs")
+    stage = dashboard.locator(
+        '[data-testid="run-row"][data-phase="EXECUTING"] [data-testid="run-stage"]'
+    )
+    stage.first.wait_for(timeout=60_000)
+    assert re.fullmatch(
+        r" · (stage [1-5] of 5: [a-z ]+|starting \(5 stages\))", stage.first.inner_text()
+    )
+    shot(dashboard, "plots-04-dashboard-stage")
+    page.get_by_test_id("cancel-button").click()
+    page.locator('[data-testid="run-status"][data-phase="ABORTED"]').wait_for(timeout=60_000)
