@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -274,6 +275,8 @@ def serve(path: str, preload: Iterable[str]) -> None:
     if "matplotlib.figure" in sys.modules and "matplotlib.backends.backend_agg" in sys.modules:
         _warm_matplotlib()
     cap_last = int(open("/proc/sys/kernel/cap_last_cap").read())  # noqa: SIM115
+    gc.collect()
+    gc.freeze()  # the preloaded objects: never scanned (nor copied) by a child's collections
     keep = _read_only_files()  # descriptors the imports left open (font files...)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

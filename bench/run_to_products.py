@@ -17,10 +17,14 @@ background annulus in each list's X/Y pixels, counted. Median of ``REPEATS``.
 machines). Goal: products in <= 3 s on the 2-core development machine.
 
 Both the warm start (``REGIO_WARM=auto``, the default) and the cold start (``REGIO_WARM=off``)
-are measured, each with its own worker; the RESULT line carries the warm figures (the default)
-and the cold ones with a ``cold_`` prefix.
+are measured, each with its own worker and Redis, their runs alternating (a machine busy with
+other work slows both alike; the load average is printed); the RESULT lines carry the warm
+figures (the default) and the cold ones with a ``cold_`` prefix. ``--before CHECKOUT`` also
+measures the cold runs of another checkout (e.g. ``git worktree add /tmp/before <commit>``),
+with that checkout's own code: ``before_`` figures.
 
-Run: ``.venv/bin/python bench/run_to_products.py [--repeats N] [--mode warm|cold|both]``.
+Run: ``.venv/bin/python bench/run_to_products.py [--repeats N] [--mode warm|cold|both]
+[--before CHECKOUT]``.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
@@ -170,28 +174,44 @@ def one_run(folder: Path, conn, script: catalog.Script, inp: dict, session_id: s
         f"{name} {(b - a).total_seconds():.2f}"
         for (name, a), (_, b) in zip(marks, marks[1:], strict=False)
     )
-    print(f"  run {run.id}: {seconds:.2f} s ({how} start; {steps})")
+    print(f" run {run.id}: {seconds:.2f} s ({how} start; {steps})")
     return seconds
 
 
-def measure_runs(mode: str, repeats: int, inp: dict) -> float:
-    with tempfile.TemporaryDirectory(prefix="regio-bench-products-") as tmp:
-        folder = Path(tmp)
-        with EmbeddedRedis(folder / "redis", port=free_port()) as server:
-            conn = server.client()
-            script = catalog.load_script(ROOT / "scripts", "generate_spectra")
-            store = SessionStore(folder / "sessions")
-            session_id = store.create(shapes.parse(SOURCE), shapes.parse(BACKGROUND))
-            with worker(folder, server.url, mode):
-                deadline = time.monotonic() + 120
-                while not Worker.all(connection=conn):
-                    if time.monotonic() > deadline:
-                        raise SystemExit((folder / f"worker-{mode}.log").read_text())
-                    time.sleep(0.05)
-                one_run(folder, conn, script, inp, session_id)  # warm-up (file cache, fonts)
-                times = [one_run(folder, conn, script, inp, session_id) for _ in range(repeats)]
-            conn.close()
-    return statistics.median(times)
+@contextmanager
+def setup(mode: str, stack: ExitStack) -> Iterator[Callable[[dict], float]]:
+    """A private Redis and a worker for ``mode``; yields a function running one job."""
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="regio-bench-products-")))
+    server = stack.enter_context(EmbeddedRedis(folder / "redis", port=free_port()))
+    conn = server.client()
+    stack.callback(conn.close)
+    script = catalog.load_script(ROOT / "scripts", "generate_spectra")
+    session_id = SessionStore(folder / "sessions").create(
+        shapes.parse(SOURCE), shapes.parse(BACKGROUND)
+    )
+    stack.enter_context(worker(folder, server.url, mode))
+    deadline = time.monotonic() + 120
+    while not Worker.all(connection=conn):
+        if time.monotonic() > deadline:
+            raise SystemExit((folder / f"worker-{mode}.log").read_text())
+        time.sleep(0.05)
+    yield lambda inp: one_run(folder, conn, script, inp, session_id)
+
+
+def measure_runs(modes: list[str], repeats: int, inp: dict) -> dict[str, list[float]]:
+    """Seconds of each run per mode; the modes' runs alternate (a busy machine slows them
+    alike)."""
+    with ExitStack() as stack:
+        runners = {mode: stack.enter_context(setup(mode, stack)) for mode in modes}
+        for mode, run in runners.items():
+            print(f"  {mode} warm-up:", end="")
+            run(inp)  # file cache, fonts, the warm server's first fork
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(repeats):
+            for mode, run in runners.items():
+                print(f"  {mode}:", end="")
+                times[mode].append(run(inp))
+    return times
 
 
 def main() -> int:
@@ -209,7 +229,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         inp = build_input("generate_spectra", paths, SOURCE, BACKGROUND, Path(tmp) / "output")
     n_events = sum(o["n_events"] for o in inp["observations"])
-    print(f"{len(paths)} event lists, {n_events} events")
+    print(f"{len(paths)} event lists, {n_events} events; load average {os.getloadavg()[0]:.1f}")
 
     numpy_floor(inp["observations"])  # warm-up: file cache, astropy imports
     floors = []
@@ -223,12 +243,13 @@ def main() -> int:
     modes = [m for m in ("warm", "cold") if args.mode in ("both", m)]
     if "WARM" not in settings.BY_NAME:
         modes = ["cold"]  # an older checkout (--before): cold starts only
-    for mode in modes:
+    print(f"== {', '.join(modes)} starts, alternating ({ROOT})")
+    for mode, times in measure_runs(modes, args.repeats, inp).items():
         prefix = "" if mode == "warm" else "cold_"
-        print(f"== {mode} starts (REGIO_WARM={'auto' if mode == 'warm' else 'off'}, {ROOT})")
-        seconds = measure_runs(mode, args.repeats, inp)
+        seconds = statistics.median(times)
         results[f"{prefix}run_to_products_s"] = round(seconds, 3)
         results[f"{prefix}run_to_products_vs_numpy_floor"] = round(seconds / floor, 1)
+        results[f"{prefix}run_to_products_min_s"] = round(min(times), 3)  # the least disturbed
         print(
             f"{mode}: products {seconds:.2f} s after the job started, {seconds / floor:.0f}x floor"
         )
@@ -241,10 +262,11 @@ def main() -> int:
         if out.returncode != 0:
             raise SystemExit(f"the before measurement failed:\n{out.stderr[-3000:]}")
         for line in out.stdout.splitlines():
-            if line.startswith("RESULT cold_"):
+            if line.startswith("RESULT cold_run_to_products"):
                 _, name, value = line.split()
                 results["before_" + name.removeprefix("cold_")] = float(value)
     results["numpy_floor_s"] = round(floor, 4)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores: above 2, others' work)")
     for name, value in results.items():
         print(f"RESULT {name} {value}")
     return 0
