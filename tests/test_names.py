@@ -152,7 +152,26 @@ def test_the_start_of_a_name_finds_it(client, archived):
         assert normalise(match["object"]).startswith(start) or start in normalise(match["object"])
 
 
-def test_names_matching_rules():
+def name_table(folder, rows) -> NameTable:
+    """A NameTable of an index database holding ``rows`` (mission, obsid, camera, object, ra,
+    dec) in the index's layout."""
+    db = sqlite3.connect(folder / "index.db")
+    db.execute(
+        "CREATE TABLE exposures (id INTEGER PRIMARY KEY, mission TEXT, obsid TEXT, camera TEXT, "
+        "object TEXT, ra_pnt REAL, dec_pnt REAL)"
+    )
+    db.executemany(
+        "INSERT INTO exposures (mission, obsid, camera, object, ra_pnt, dec_pnt) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    db.commit()
+    db.close()
+    (folder / "manifest.json").write_text('{"database": "index.db"}')
+    return NameTable.load(folder)
+
+
+def test_names_matching_rules(tmp_path):
     rows = [
         ("XMM", "1", "EPN", "RXCJ0958.3-1103", 149.6, -11.06),
         ("XMM", "2", "EPN", "RXCJ 0958.3-1103", 149.7, -11.07),
@@ -164,7 +183,7 @@ def test_names_matching_rules():
         ("XMM", "8", "EPN", "", 10.0, 10.0),
         ("XMM", "9", "EPN", "no position", None, None),
     ]
-    table = NameTable(rows)
+    table = name_table(tmp_path, rows)
     found = table.find("rxcj0958")
     assert [n.object for n in found] == ["RXCJ0958.3-1103"]  # two spellings, one name
     assert len(found[0].exposures) == 2
@@ -174,6 +193,14 @@ def test_names_matching_rules():
     assert [n.object for n in table.find("2029")] == ["Abell 2029"]  # inside a name
     assert table.find("20") == []  # too short to be looked for inside names
     assert table.find("no position") == [] and table.find("   ") == []
+    # a new build (the manifest changes) is read again
+    db = sqlite3.connect(tmp_path / "index.db")
+    db.execute("UPDATE exposures SET object = 'Abell 2142' WHERE obsid = '5'")
+    db.commit()
+    db.close()
+    assert NameTable.load(tmp_path) is table
+    (tmp_path / "manifest.json").write_text('{"database": "index.db", "generation": 2}')
+    assert [n.object for n in NameTable.load(tmp_path).find("abell")] == ["Abell 2142"]
 
 
 @pytest.mark.parametrize(
