@@ -225,6 +225,9 @@ def main() -> int:
         "an older commit: the 'before' figures (RESULT names prefixed with before_)",
     )
     args = parser.parse_args()
+    if not DATA.is_dir():
+        print(f"skipped: the real data set is not at {DATA} (../shared/data)")
+        return 0
     paths = event_lists()
     with tempfile.TemporaryDirectory() as tmp:
         inp = build_input("generate_spectra", paths, SOURCE, BACKGROUND, Path(tmp) / "output")
