@@ -146,6 +146,7 @@ function draw(holder, product, data, view) {
   holder.dataset.x = mjd ? 'mjd' : data.kind === 'lightcurve' ? 'mission' : 'x';
   if (!holder.resizer) {
     holder.resizer = new ResizeObserver(() => {
+      if (!holder.isConnected) { holder.resizer.disconnect(); return; } // replaced by a new plot
       const w = Math.max(320, holder.parentElement ? holder.parentElement.clientWidth : 0);
       if (holder.uplot && Math.abs(holder.uplot.width - w) > 4) holder.uplot.setSize({ width: w, height: holder.uplot.height });
     });
