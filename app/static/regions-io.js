@@ -84,12 +84,16 @@ export async function exportRegion(event, session, tab) {
     say(`No saved ${tab} region to export: draw it and press Accept first.`);
     return;
   }
-  let text;
-  try {
-    text = (await api('POST', '/api/regions/convert', { region: shapes, frame: current })).ds9;
-  } catch (error) {
-    say(`Not exported: ${error.message}`);
-    return;
+  const stored = session.regions[`${tab}_ds9`]; // the session's own file, ICRS
+  let text = current === 'icrs' && stored ? stored : null;
+  if (!text) {
+    try {
+      text = (await api('POST', '/api/regions/convert', { region: shapes, frame: current })).ds9;
+    } catch (error) {
+      if (!stored) { say(`Not exported: ${error.message}`); return; }
+      text = stored; // e.g. a read-only link, which may not call the converter
+      say(`Exported in ICRS: the region could not be converted to ${FRAME_LABELS[current]} (${error.message}).`, 'info');
+    }
   }
   const link = el('a', {
     href: URL.createObjectURL(new Blob([text], { type: 'text/plain' })),
