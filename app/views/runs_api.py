@@ -139,7 +139,7 @@ def create_run(session_id: str):
         abort(400, description=str(exc))
     except launch.ClientKeyReused as exc:
         abort(422, description=str(exc))
-    response = jsonify(run_json(runs.get(db_path(), run.id)))
+    response = jsonify(run_json(run))  # the record as stored: no second read of the database
     response.status_code = 202 if created else 200
     response.headers["Location"] = url_for("runs_api.get_run_view", run_id=run.id)
     return response
