@@ -141,7 +141,7 @@ def time_build(index: Index, listing: Path, work: Path) -> dict[str, float]:
     mocsets.from_mocs([int(ident) for ident, _ in entries], mocs, index.depth)
     mocpy_seconds = time.perf_counter() - started
     assert all(
-        np.array_equal(getattr(ours, name), getattr(index.mocset, name))
+        np.array_equal(getattr(ours, name), getattr(index.mocset.segments[0], name))
         for name in ("ids", "offsets", "ranges", "cell_ptr", "cell_mocs")
     ), "the MOC set built from the FITS files differs from the index's"
     started = time.perf_counter()
@@ -173,7 +173,8 @@ def main() -> int:
     index = Index.load(folder)
     load_seconds = time.perf_counter() - started
     n_mocs = len(index.mocset)
-    log(f"index: {n_mocs} MOCs, {len(index.mocset.ranges)} ranges, depth {index.depth}")
+    log(f"index: {n_mocs} MOCs, {index.mocset.n_ranges} ranges, depth {index.depth}")
+    assert len(index.mocset.segments) == 1, "a synth-catalog index has one MOC set segment"
 
     started = time.perf_counter()
     ids = np.asarray(index.mocset.ids)

@@ -5,7 +5,7 @@ of N observations x 3 EPIC cameras from nominal camera geometry: pointing + roll
 (``demo.epic_geometry.ccd_polygons``, dead MOS1 CCDs removed by date), clipped by the circular field
 of view, plus (``chandra``) Chandra ACIS-I exposures: the four 8.4' I-array chips in a 2 x 2
 square with 18" gaps, rolled by a random roll (:func:`acis_i_mocs`), so benchmarks run on a
-mixed-mission index. Rows have ``source = 'nominal'`` and ``path`` null.
+mixed-mission index. Rows have ``source = 'nominal'``.
 
 Pointings are clustered as in a real archive (fractions of the observations):
 
@@ -18,7 +18,19 @@ Pointings are clustered as in a real archive (fractions of the observations):
 
 The MOCs are built vectorised: the CCD polygons of a camera go to ``MOC.from_polygons`` and the
 field-of-view circles to ``MOC.from_cones`` ``CHUNK`` at a time (``n_threads`` threads), then one
-union and one intersection per camera, and the MOC set is written in one pass.
+union and one intersection per camera.
+
+``--mocs N`` (:func:`mixed_catalog`) writes instead a mixed archive of about N footprints for
+scale tests up to millions (``MIX``): XMM-like 30' fields with three cameras, rolled 16.9'
+ACIS-I squares, 23.6' Swift-XRT circles, and 3.6 deg eROSITA-like survey tiles on a fixed grid,
+pointed at shared targets of which the popular ones are observed again and again. Pointings are
+drawn vectorised, footprints made ``CHUNK`` shapes per mocpy call, and rows written
+``MIXED_CHUNK`` at a time, so memory stays bounded.
+
+Both store their footprints as a build stores the files it read (``files`` rows, under
+``store.SYNTHETIC_PREFIX`` paths that name no file, and ``exposures`` rows, with no MOC FITS
+files), then write the MOC set with the build's own full path
+(``indexer.build.rebuild_mocset``): later builds and appends treat them like indexed files.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ first). What a build publishes depends on what changed:
   Past ``MAX_DELTAS`` deltas they are merged into one; once they hold ``DELTA_FRACTION`` of the
   base, the whole set is rebuilt;
 - anything else (a file changed or removed, a new file competing with an indexed exposure, a
-  first build, ``--rebuild``): every exposure is derived again in SQL
+  first build, a MOC set of an older format, ``--rebuild``): every exposure is derived again in SQL
   (``store.sync_exposures``) and the MOC set rebuilt from the database into one segment,
   streaming (:func:`rebuild_mocset`). Removals thus cost a full rebuild (tens of seconds for a
   million exposures); there are no tombstones.
@@ -232,7 +232,8 @@ def _build(
     # an indexed file that changed or left may change or remove exposures: full publish
     replaced = any((known.get(path) or {}).get("status") == "indexed" for path in added)
     manifest = read_manifest(index_dir)
-    if rebuild or manifest is None or report.removed or replaced:
+    stale = manifest is None or manifest.get("mocset_format") != mocsets.FORMAT_VERSION
+    if rebuild or stale or report.removed or replaced:
         report.exposures = _publish(db, index_dir, depth, report)
     elif added:
         report.exposures = _publish_new(db, index_dir, depth, added, report)
@@ -444,6 +445,7 @@ def _switch(
         "mocset": segments[0],
         "segments": segments,
         "segment_mocs": counts,
+        "mocset_format": mocsets.FORMAT_VERSION,
         "database": DB_NAME,
         "depth": depth,
         "n_mocs": sum(counts),

@@ -9,16 +9,20 @@ Structure (all numpy arrays, saved as ``.npy`` files in one folder and memory-ma
 ``ranges`` (uint32, (R, 2))
     Sorted, disjoint, non-adjacent ``[start, end)`` HEALPix NESTED cell ranges at the set depth
     (order 13 by default: 12 * 4**13 cells < 2**32, so uint32 holds them: 8 bytes a range).
-``cell_ptr`` (int64, 12 * 4**CELL_ORDER + 1) and ``cell_mocs`` (int32)
+``cell_ptr`` (int64, 12 * 4**CELL_ORDER + 1), ``cell_mocs``, ``cell_first``, ``cell_count``
+(int32)
     Inverted index in CSR form: the MOCs touching HEALPix cell ``c`` at order ``CELL_ORDER``
     (8: 13.7' cells, so an XMM camera touches ~10 of them) are
-    ``cell_mocs[cell_ptr[c]:cell_ptr[c + 1]]``.
+    ``cell_mocs[cell_ptr[c]:cell_ptr[c + 1]]``; for each, ``cell_first`` and ``cell_count``
+    say which of its ranges touch the cell (``cell_count`` ranges from its ``cell_first``-th),
+    so a query reads only the ranges near the region (a 3.6 deg survey tile has ~1,000 ranges
+    over ~300 cells; a 1' region needs the few in one or two cells).
 
-Query (:func:`query`): the region MOC's cells at ``CELL_ORDER`` give the candidate MOCs through
-the inverted index; the candidates' ranges are gathered in one array and intersected with the
-region's ranges in a vectorised pass (``searchsorted`` on the region range bounds and a cumulative
-sum of region range lengths), which gives, per candidate, the exact measure of
-``region & camera`` in depth-29 cells. A candidate is a hit when that measure is > 0 (the same
+Query (:func:`query`): the region MOC's cells at ``CELL_ORDER`` give, through the inverted index,
+the ranges of every MOC that lie in those cells; they are gathered in one array (each once) and
+intersected with the region's ranges in a vectorised pass (``searchsorted`` on the region range
+bounds and a cumulative sum of region range lengths), which gives, per MOC, the exact measure of
+``region & camera`` in depth-29 cells (a MOC range overlapping the region shares a cell with it). A candidate is a hit when that measure is > 0 (the same
 answer as ``mocpy``'s ``intersection`` being non-empty), and its covered fraction is
 ``measure / measure(region)`` (all HEALPix cells of one order have the same area).
 
@@ -43,9 +47,10 @@ from mocpy import MOC
 
 #: Order of the inverted index cells (13.7 arcmin).
 CELL_ORDER: int = 8
-_ARRAYS = ("ids", "offsets", "ranges", "cell_ptr", "cell_mocs")
+_ARRAYS = ("ids", "offsets", "ranges", "cell_ptr", "cell_mocs", "cell_first", "cell_count")
 _META = "mocset.json"
-FORMAT_VERSION = 1
+#: 2: ``cell_first`` and ``cell_count`` (sets of version 1 are completed when loaded).
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class MocSet:
     ranges: np.ndarray
     cell_ptr: np.ndarray
     cell_mocs: np.ndarray
+    cell_first: np.ndarray
+    cell_count: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -155,23 +162,38 @@ def from_ranges(
 
 def _cell_pairs(
     offsets: np.ndarray, ranges: np.ndarray, depth: int, first: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """(cells at ``CELL_ORDER``, MOC positions) touched by each MOC, without repeats within a
-    MOC; MOC ``i`` of ``offsets`` gets position ``first + i``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The postings of MOCs ``first``, ``first + 1``... (``offsets`` into ``ranges``): arrays
+    (cell at ``CELL_ORDER``, MOC position, index of its first range touching the cell within the
+    MOC, number of its ranges touching the cell), one per MOC and cell, by MOC then cell."""
+    n = len(offsets) - 1
+    offsets = np.asarray(offsets, dtype=np.int64)
     shift = 2 * (depth - CELL_ORDER)
-    owner = np.repeat(np.arange(first, first + len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
     lo = ranges[:, 0].astype(np.int64) >> shift
     hi = (ranges[:, 1].astype(np.int64) - 1) >> shift
     # Within a MOC the ranges are sorted, so the cells are non-decreasing: a range that lies in
     # the cell where the previous range of the same MOC ended adds nothing (most of them).
     redundant = np.zeros(len(lo), dtype=bool)
     redundant[1:] = (owner[1:] == owner[:-1]) & (lo[1:] == hi[:-1]) & (hi[1:] == lo[1:])
-    keep = ~redundant
-    which, cells = _expand(lo[keep], hi[keep])
-    owners = owner[keep][which]
+    kept = np.flatnonzero(~redundant)
+    which, cells = _expand(lo[kept], hi[kept])
+    owners = owner[kept][which]
+    range_at = kept[which]  # the range that put the MOC in the cell
     repeated = np.zeros(len(cells), dtype=bool)
     repeated[1:] = (owners[1:] == owners[:-1]) & (cells[1:] == cells[:-1])
-    return cells[~repeated], owners[~repeated]
+    cells, owners, range_at = cells[~repeated], owners[~repeated], range_at[~repeated]
+    # the ranges touching a cell run from the first one there to the one before the first of
+    # the MOC's next cell, or to that one too if it starts in this cell or before
+    last = offsets[owners + 1] - 1
+    same = np.zeros(len(cells), dtype=bool)
+    same[:-1] = owners[1:] == owners[:-1]
+    nxt = np.flatnonzero(same)
+    following = range_at[nxt + 1]
+    last[nxt] = following - 1 + (lo[following] <= cells[nxt])
+    count = last - range_at + 1
+    local = range_at - offsets[owners]
+    return cells, owners + first, local, count
 
 
 def _check_depth(depth: int) -> None:
@@ -183,18 +205,19 @@ def from_arrays(ids: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, depth:
     """Build a MOC set (computing the inverted cell index) from concatenated ranges."""
     _check_depth(depth)
     ranges = np.ascontiguousarray(ranges, dtype=np.uint32).reshape(-1, 2)
-    cells, owners = _cell_pairs(np.asarray(offsets, dtype=np.int64), ranges, depth)
+    cells, owners, first, count = _cell_pairs(np.asarray(offsets, dtype=np.int64), ranges, depth)
     order = np.argsort(cells, kind="stable")  # by cell, then by MOC (owners ascending)
     n_cells = 12 * 4**CELL_ORDER
     cell_ptr = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=n_cells))])
-    mocs = owners[order]
     return MocSet(
         depth=depth,
         ids=np.asarray(ids, dtype=np.int64),
         offsets=np.asarray(offsets, dtype=np.int64),
         ranges=ranges,
         cell_ptr=cell_ptr.astype(np.int64),
-        cell_mocs=mocs.astype(np.int32),
+        cell_mocs=owners[order].astype(np.int32),
+        cell_first=first[order].astype(np.int32),
+        cell_count=count[order].astype(np.int32),
     )
 
 
@@ -341,11 +364,24 @@ def save(mocset: MocSet, folder: Path) -> None:
 def load(folder: Path, *, mmap: bool = True) -> MocSet:
     """Load a saved MOC set; with ``mmap`` the arrays are memory-mapped (read-only)."""
     meta = json.loads((folder / _META).read_text())
-    if meta.get("format") != FORMAT_VERSION or meta.get("cell_order") != CELL_ORDER:
+    if meta.get("format") not in (1, FORMAT_VERSION) or meta.get("cell_order") != CELL_ORDER:
         raise ValueError(f"unsupported MOC set format in {folder}: rebuild the index")
     mode = "r" if mmap else None
+    if meta["format"] == 1:  # no range slices: the cell index is made again, in memory
+        ids, offsets, ranges = (
+            np.load(folder / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS[:3]
+        )
+        return from_arrays(np.asarray(ids), np.asarray(offsets), ranges, int(meta["depth"]))
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
     return MocSet(depth=int(meta["depth"]), **arrays)
+
+
+def format_of(folder: Path) -> int | None:
+    """The format version of a saved MOC set (None if unreadable)."""
+    try:
+        return int(json.loads((folder / _META).read_text())["format"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 #: Bytes reserved for the header of a ``.npy`` file written by :class:`_NpyWriter`.
@@ -390,6 +426,29 @@ class _NpyWriter:
         self.stream.close()
 
 
+#: Most ranges :func:`write_streamed` handles at a time (its temporary arrays take ~60 bytes
+#: a range: a chunk of 20,000 survey tiles of ~1,000 ranges each would take over a gigabyte).
+PIECE_RANGES: int = 1_000_000
+
+
+def _pieces(
+    chunks: Iterable[tuple[np.ndarray, Sequence[np.ndarray]]],
+) -> Iterable[tuple[np.ndarray, Sequence[np.ndarray]]]:
+    """The chunks cut where needed so that a piece holds at most ``PIECE_RANGES`` ranges (or
+    one MOC)."""
+    for ids, ranges in chunks:
+        if len(ids) != len(ranges):
+            raise ValueError("one range array per id is needed")
+        start, total = 0, 0
+        for i, r in enumerate(ranges):
+            if total + len(r) > PIECE_RANGES and i > start:
+                yield ids[start:i], ranges[start:i]
+                start, total = i, 0
+            total += len(r)
+        if start < len(ids):
+            yield ids[start:], ranges[start:]
+
+
 def write_streamed(
     folder: Path, chunks: Iterable[tuple[np.ndarray, Sequence[np.ndarray]]], depth: int
 ) -> dict[str, int]:
@@ -406,21 +465,19 @@ def write_streamed(
     offsets_out = _NpyWriter(folder / "offsets.npy", np.int64)
     ranges_out = _NpyWriter(folder / "ranges.npy", np.uint32, (2,))
     offsets_out.write(np.zeros(1, dtype=np.int64))
-    pairs: list[np.ndarray] = []
+    postings: list[tuple[np.ndarray, ...]] = []
     n_mocs = n_ranges = 0
     try:
-        for ids, ranges in chunks:
+        for ids, ranges in _pieces(chunks):
             lengths = np.fromiter((len(r) for r in ranges), dtype=np.int64, count=len(ranges))
-            if len(lengths) != len(ids):
-                raise ValueError("one range array per id is needed")
             flat = (
                 np.concatenate([np.asarray(r, dtype=np.uint32).reshape(-1, 2) for r in ranges])
                 if len(ranges)
                 else np.zeros((0, 2), dtype=np.uint32)
             )
             local = np.concatenate([[0], np.cumsum(lengths)])
-            cells, owners = _cell_pairs(local, flat, depth, first=n_mocs)
-            pairs.append((cells.astype(np.uint64) << np.uint64(32)) | owners.astype(np.uint64))
+            pairs = _cell_pairs(local, flat, depth, first=n_mocs)
+            postings.append(tuple(a.astype(np.int32) for a in pairs))
             ids_out.write(np.asarray(ids, dtype=np.int64))
             offsets_out.write(local[1:] + n_ranges)
             ranges_out.write(flat)
@@ -429,17 +486,31 @@ def write_streamed(
     finally:
         for writer in (ids_out, offsets_out, ranges_out):
             writer.close()
-    keys = np.concatenate(pairs) if pairs else np.zeros(0, dtype=np.uint64)
-    del pairs
-    keys.sort()  # by cell, then by MOC position
-    cells = (keys >> np.uint64(32)).astype(np.int64)
+    # postings by cell, then MOC (they come by MOC): a stable sort on the cell, one array at
+    # a time so that only one column besides the order is copied at once
+    cells = _concatenate_column(postings, 0)
+    order = np.argsort(cells, kind="stable")
     n_cells = 12 * 4**CELL_ORDER
     cell_ptr = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=n_cells))])
+    n_postings = len(cells)
     del cells
     np.save(folder / "cell_ptr.npy", cell_ptr.astype(np.int64), allow_pickle=False)
-    np.save(folder / "cell_mocs.npy", (keys & np.uint64(0xFFFFFFFF)).astype(np.int32))
+    for column, name in enumerate(("cell_mocs", "cell_first", "cell_count"), start=1):
+        values = _concatenate_column(postings, column)
+        np.save(folder / f"{name}.npy", values[order], allow_pickle=False)
+        del values
     _write_meta(folder, depth, n_mocs)
-    return {"mocs": n_mocs, "ranges": n_ranges, "cell_entries": len(keys)}
+    return {"mocs": n_mocs, "ranges": n_ranges, "cell_entries": n_postings}
+
+
+def _concatenate_column(postings: list[tuple[np.ndarray, ...]], column: int) -> np.ndarray:
+    """One column of the postings' pieces in one array; the pieces' copies are released."""
+    out = (
+        np.concatenate([piece[column] for piece in postings]) if postings else np.zeros(0, np.int32)
+    )
+    for k, piece in enumerate(postings):
+        postings[k] = tuple(a if i != column else None for i, a in enumerate(piece))
+    return out
 
 
 def _write_meta(folder: Path, depth: int, n_mocs: int) -> None:
@@ -553,7 +624,7 @@ def _covered_below(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, cum: np.
     return np.where(i >= 0, cum[safe] + partial, 0)
 
 
-def query(mocset: MocSet, region29: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def query(mocset: MocSet | SegmentedMocSet, region29: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MOCs intersecting a region: (positions in the set, covered fraction of the region).
 
     ``region29``: the region as sorted disjoint ``[start, end)`` depth-29 ranges (int64, see
@@ -566,23 +637,35 @@ def query(mocset: MocSet, region29: np.ndarray) -> tuple[np.ndarray, np.ndarray]
             found + start for (found, _), start in zip(answers, mocset.starts[:-1], strict=True)
         ]
         return np.concatenate(positions), np.concatenate([fractions for _, fractions in answers])
-    cand = candidates(mocset, region29)
-    if len(cand) == 0:
-        return cand, np.zeros(0)
-    offsets = np.asarray(mocset.offsets)
-    starts = offsets[cand]
-    lengths = offsets[cand + 1] - starts
-    gathered = np.asarray(mocset.ranges)[_segments(starts, lengths)].astype(np.int64)
+    none = np.zeros(0, dtype=np.int64), np.zeros(0)
+    if len(region29) == 0 or len(mocset) == 0:
+        return none
+    shift = _shift(CELL_ORDER)
+    _, cells = _expand(region29[:, 0] >> shift, (region29[:, 1] - 1) >> shift)
+    cells = np.unique(cells)
+    starts = np.asarray(mocset.cell_ptr[cells])
+    postings = _segments(starts, np.asarray(mocset.cell_ptr[cells + 1]) - starts)
+    if len(postings) == 0:
+        return none
+    owners = np.asarray(mocset.cell_mocs)[postings].astype(np.int64)
+    first = np.asarray(mocset.offsets)[owners] + np.asarray(mocset.cell_first)[postings]
+    # every range of every MOC in the region's cells, once (a range across two cells is listed
+    # in both), sorted: by MOC, since a MOC's ranges follow the previous MOC's
+    index = np.unique(_segments(first, np.asarray(mocset.cell_count)[postings].astype(np.int64)))
+    owner = np.searchsorted(np.asarray(mocset.offsets), index, side="right") - 1
+    gathered = np.asarray(mocset.ranges)[index].astype(np.int64)
     shift = _shift(mocset.depth)
     lo, hi = gathered[:, 0] << shift, gathered[:, 1] << shift
     r_start, r_end = region29[:, 0], region29[:, 1]
     cum = np.concatenate([[0], np.cumsum(r_end - r_start)])[:-1]
     overlap = _covered_below(hi, r_start, r_end, cum) - _covered_below(lo, r_start, r_end, cum)
-    first = np.cumsum(lengths) - lengths
-    measure = np.add.reduceat(overlap, first)
+    new = np.ones(len(owner), dtype=bool)
+    new[1:] = owner[1:] != owner[:-1]
+    group = np.flatnonzero(new)
+    measure = np.add.reduceat(overlap, group)
     hit = measure > 0
     total = float((r_end - r_start).sum())
-    return cand[hit], measure[hit] / total
+    return owner[group][hit], measure[hit] / total
 
 
 def union_ranges(mocset: MocSet | SegmentedMocSet) -> np.ndarray:

@@ -443,7 +443,7 @@ def _record_of_file(db: Database, path: str) -> dict[str, Any]:
 
 
 def iter_exposure_ranges(
-    db: Database, chunk: int = 20_000
+    db: Database, chunk: int = 5_000
 ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """Every exposure's footprint, by id: chunks ``(ids, [(n, 2) uint32 ranges])`` read from
     its file's record (empty ranges for an exposure without one)."""

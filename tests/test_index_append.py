@@ -229,3 +229,19 @@ def test_moc_files_written_without_astropy_equal_mocpy_files(tmp_path):
         write_range_fits(ours, ranges, 13)
         mocsets.ranges_to_moc(ranges, 13).save(str(theirs), format="fits")
         assert ours.read_bytes() == theirs.read_bytes(), k
+
+
+def test_streamed_sets_equal_in_memory_ones_whatever_the_pieces(catalogues, tmp_path, monkeypatch):
+    """The streaming writer of full builds cuts chunks into pieces of bounded size: the set is
+    the one built in memory, for pieces of one MOC, a few, or whole chunks."""
+    base, _ = catalogues
+    ids = np.array([row["id"] for row, _ in base])
+    ranges = [r for _, r in base]
+    reference = mocsets.from_ranges(ids, ranges, 13)
+    for k, piece in enumerate((1, 5_000, 10**9)):
+        monkeypatch.setattr(mocsets, "PIECE_RANGES", piece)
+        chunks = [(ids[i : i + 400], ranges[i : i + 400]) for i in range(0, len(ids), 400)]
+        mocsets.write_streamed(tmp_path / f"set-{k}", chunks, 13)
+        loaded = mocsets.load(tmp_path / f"set-{k}")
+        for name in mocsets._ARRAYS:
+            assert np.array_equal(getattr(loaded, name), getattr(reference, name)), (piece, name)
