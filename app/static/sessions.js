@@ -9,7 +9,7 @@ for (const form of document.querySelectorAll('[data-testid="title-form"]')) {
     event.preventDefault();
     const input = form.elements.namedItem('title');
     try {
-      const session = await api('PATCH', `/api/sessions/${form.dataset.session}`, { title: input.value });
+      const session = await api('PATCH', `/api/sessions/${form.closest('tr').dataset.session}`, { title: input.value });
       input.value = session.title;
       input.defaultValue = session.title;
       say(`Title saved for session ${session.id}.`, 'info');
@@ -21,7 +21,7 @@ for (const form of document.querySelectorAll('[data-testid="title-form"]')) {
 
 for (const button of document.querySelectorAll('[data-testid="delete-session"]')) {
   button.addEventListener('click', async () => {
-    const id = button.dataset.session;
+    const id = button.closest('tr').dataset.session;
     const name = button.dataset.title ? `"${button.dataset.title}" (${id})` : id;
     if (!window.confirm(`Delete session ${name} with its regions, runs and products? This cannot be undone.`)) return;
     try {
