@@ -607,6 +607,8 @@ def extent(regions: Regions | Iterable[SkyRegion]) -> Angle:
             sizes.append(middle.separation(vertices).deg.max())
         elif isinstance(shape, RectangleSkyRegion):
             sizes.append(np.hypot(Angle(shape.width).deg, Angle(shape.height).deg) / 2)
+        elif isinstance(shape, EllipseSkyRegion):  # width and height are full axes
+            sizes.append(max(Angle(shape.width).deg, Angle(shape.height).deg) / 2)
         else:
             sizes.append(max(size.deg for size in _sizes(shape).values()))
     return Angle(max(sizes), u.deg)

@@ -370,3 +370,11 @@ def test_span_of_shapes_against_astropy():
     assert sky.span(box).deg == pytest.approx(5.0)  # the diagonal, whatever the frame and angle
     ellipse = sky.parse_ds9("fk4;ellipse(10,10,1,2,33)")  # DS9 ellipse sizes are semi-axes
     assert sky.span(ellipse).deg == pytest.approx(4.0)
+
+
+def test_extent_is_the_half_size_of_every_shape():
+    """The half-size the index chooses a region's MOC depth from: an ellipse's semi-major axis
+    (DS9 writes semi-axes, ``regions`` keeps full widths), a box's half-diagonal."""
+    assert sky.extent(sky.parse_ds9('icrs;ellipse(10,10,20",60",30)')).arcsec == pytest.approx(60)
+    assert sky.extent(sky.parse_ds9('icrs;box(10,10,30",40",30)')).arcsec == pytest.approx(25)
+    assert sky.extent(sky.parse_ds9('icrs;annulus(10,10,30",45")')).arcsec == pytest.approx(45)
