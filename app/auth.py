@@ -65,9 +65,12 @@ SHARE_ENDPOINTS = frozenset(
         "api.exposure_moc",
         "api.list_instruments",
         "hips.hips_file",
+        "names.resolve",
         "runs_api.list_scripts",
     }
 )
+#: Endpoints a share-link viewer may POST to: they compute an answer and store nothing.
+SHARE_STATELESS_POSTS = frozenset({"frames.convert"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSP = (
     "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
@@ -270,7 +273,7 @@ def login_gate():
         share_secret()
         and request.method in SAFE_METHODS
         and (scoped or endpoint in SHARE_ENDPOINTS)
-    ):
+    ) or (share_secret() and endpoint in SHARE_STATELESS_POSTS):
         return None  # a session-scoped view checks the share link against its session
     if request.path.startswith("/api/") or request.method not in SAFE_METHODS:
         abort(401, description="log in first, or send an API token (Authorization: Token ...)")

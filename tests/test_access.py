@@ -615,3 +615,31 @@ def test_make_run_starts_gunicorn_with_the_redacting_logger(tmp_path):
     command = service.Service(values).gunicorn_command()
     assert command[command.index("--logger-class") + 1] == "app.redaction.GunicornLogger"
     assert "--access-logfile" in command  # the log the logger class writes
+
+
+def test_a_share_link_viewer_resolves_names_and_converts_regions_but_stores_nothing(world):
+    """The page of a share-link viewer uses the name box and exports DS9 in the chosen frame:
+    GET /api/resolve and POST /api/regions/convert (which stores nothing) pass the login gate with
+    the link's cookie and the page's CSRF token; a store (a new session) still needs an account."""
+    import re
+
+    viewer = world["client"].application.test_client()
+    anonymous = world["client"].application.test_client()
+    region = {"region": 'icrs;circle(149.6,-11.06,30")', "frame": "galactic"}
+    response = anonymous.post("/api/regions/convert", json=region)
+    assert response.status_code in (401, 403)
+    assert anonymous.get("/api/resolve?name=x").status_code == 401
+    opened = viewer.get(urlsplit(world["link"]["url"]).path)
+    assert opened.status_code == 302
+    page = viewer.get(opened.headers["Location"]).get_data(as_text=True)
+    token = {"X-CSRF-Token": re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)}
+    response = viewer.post("/api/regions/convert", json=region, headers=token)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["ds9"].splitlines()[1].strip() == "galactic"
+    assert viewer.get("/api/resolve?name=nosuchobject123").status_code == 404
+    before = viewer.get("/api/sessions", headers=world["headers"]["owner"]).get_json()
+    assert (
+        viewer.post("/api/sessions", json={"source": region["region"]}, headers=token).status_code
+        == 401
+    )
+    assert viewer.get("/api/sessions", headers=world["headers"]["owner"]).get_json() == before

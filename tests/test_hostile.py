@@ -378,7 +378,7 @@ def hostile_requests() -> list[Case]:
         Case("session unknown runs", "get", "/api/sessions/nosuchsession1/runs", 404, "no session"),
         Case("session traversal runs", "post", "/api/sessions/..%2F{sid}/runs", 404, "not found",
              _json({"script": "stages"})),
-        Case("session method", "delete", "/api/sessions/{sid}", 405, "not allowed"),
+        Case("session method", "post", "/api/sessions/{sid}", 405, "not allowed"),
         Case("scripts unknown session", "get", "/api/scripts?session=nosuchsession1", 404, "no session"),
         Case("scripts traversal session", "get", "/api/scripts?session=../../etc/passwd", 404, "no session"),
         Case("run traversal", "get", "/api/runs/..%2F..%2Fregio.db", 404, "not found"),
