@@ -38,8 +38,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,10 @@ class MocSet:
     cell_mocs: np.ndarray
     cell_first: np.ndarray
     cell_count: np.ndarray
+    #: An open descriptor of the ``ranges`` file of a loaded set (:func:`load`): queries read
+    #: the ranges they need with ``pread`` instead of mapping pages of a file that may weigh a
+    #: gigabyte; it keeps the file readable after a newer generation removed it.
+    ranges_fd: int | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -373,7 +378,12 @@ def load(folder: Path, *, mmap: bool = True) -> MocSet:
         )
         return from_arrays(np.asarray(ids), np.asarray(offsets), ranges, int(meta["depth"]))
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mode) for name in _ARRAYS}
-    return MocSet(depth=int(meta["depth"]), **arrays)
+    if not mmap:
+        return MocSet(depth=int(meta["depth"]), **arrays)
+    fd = os.open(folder / "ranges.npy", os.O_RDONLY)
+    mocset = MocSet(depth=int(meta["depth"]), ranges_fd=fd, **arrays)
+    weakref.finalize(mocset, os.close, fd)
+    return mocset
 
 
 def format_of(folder: Path) -> int | None:
@@ -616,6 +626,31 @@ def candidates(mocset: MocSet, region29: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(mocset.cell_mocs)[_segments(starts, lengths)]).astype(np.int64)
 
 
+def _take_ranges(mocset: MocSet, index: np.ndarray) -> np.ndarray:
+    """``mocset.ranges[index]`` for sorted unique ``index``: read run by run with ``pread``
+    when the set was loaded from files (the pages stay in the page cache, shared, instead of
+    adding up in every process that queries), indexed in memory otherwise."""
+    ranges = mocset.ranges
+    if mocset.ranges_fd is None or not isinstance(ranges, np.memmap) or len(index) == 0:
+        return np.asarray(ranges)[index]
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    starts = index[np.concatenate([[0], breaks])]
+    ends = index[np.concatenate([breaks - 1, [len(index) - 1]])] + 1
+    out = np.empty((len(index), 2), dtype=ranges.dtype)
+    buffer = memoryview(out).cast("B")
+    row = 2 * ranges.dtype.itemsize
+    at = 0
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        size = (end - start) * row
+        if (
+            os.preadv(mocset.ranges_fd, [buffer[at : at + size]], ranges.offset + start * row)
+            != size
+        ):
+            raise OSError(f"short read in {ranges.filename}")
+        at += size
+    return out
+
+
 def _covered_below(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, cum: np.ndarray):
     """Measure of ``region & [0, x)`` for each x (region: sorted disjoint [starts, ends))."""
     i = np.searchsorted(starts, x, side="right") - 1
@@ -653,7 +688,7 @@ def query(mocset: MocSet | SegmentedMocSet, region29: np.ndarray) -> tuple[np.nd
     # in both), sorted: by MOC, since a MOC's ranges follow the previous MOC's
     index = np.unique(_segments(first, np.asarray(mocset.cell_count)[postings].astype(np.int64)))
     owner = np.searchsorted(np.asarray(mocset.offsets), index, side="right") - 1
-    gathered = np.asarray(mocset.ranges)[index].astype(np.int64)
+    gathered = _take_ranges(mocset, index).astype(np.int64)
     shift = _shift(mocset.depth)
     lo, hi = gathered[:, 0] << shift, gathered[:, 1] << shift
     r_start, r_end = region29[:, 0], region29[:, 1]
