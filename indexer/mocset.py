@@ -626,29 +626,46 @@ def candidates(mocset: MocSet, region29: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(mocset.cell_mocs)[_segments(starts, lengths)]).astype(np.int64)
 
 
+#: Ranges between two wanted runs read anyway rather than with one more ``pread`` call.
+_READ_GAP: int = 256
+
+
 def _take_ranges(mocset: MocSet, index: np.ndarray) -> np.ndarray:
-    """``mocset.ranges[index]`` for sorted unique ``index``: read run by run with ``pread``
-    when the set was loaded from files (the pages stay in the page cache, shared, instead of
-    adding up in every process that queries), indexed in memory otherwise."""
+    """``mocset.ranges[index]`` for sorted unique ``index``: read with ``pread`` when the set
+    was loaded from files (the pages stay in the page cache, shared, instead of adding up in
+    every process that queries), in blocks that join runs less than ``_READ_GAP`` ranges apart;
+    indexed in memory otherwise."""
     ranges = mocset.ranges
     if mocset.ranges_fd is None or not isinstance(ranges, np.memmap) or len(index) == 0:
         return np.asarray(ranges)[index]
-    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    breaks = np.flatnonzero(np.diff(index) > _READ_GAP) + 1
     starts = index[np.concatenate([[0], breaks])]
     ends = index[np.concatenate([breaks - 1, [len(index) - 1]])] + 1
-    out = np.empty((len(index), 2), dtype=ranges.dtype)
-    buffer = memoryview(out).cast("B")
+    sizes = ends - starts
+    block = np.empty((int(sizes.sum()), 2), dtype=ranges.dtype)
+    buffer = memoryview(block).cast("B")
     row = 2 * ranges.dtype.itemsize
     at = 0
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        size = (end - start) * row
+    for start, count in zip(starts.tolist(), sizes.tolist(), strict=True):
+        size = count * row
         if (
             os.preadv(mocset.ranges_fd, [buffer[at : at + size]], ranges.offset + start * row)
             != size
         ):
             raise OSError(f"short read in {ranges.filename}")
         at += size
-    return out
+    if len(block) == len(index):
+        return block
+    which = np.searchsorted(starts, index, side="right") - 1
+    return block[index - starts[which] + (np.cumsum(sizes) - sizes)[which]]
+
+
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Sorted unique values (``np.unique`` without its overhead for small arrays)."""
+    values = np.sort(values)
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = values[1:] != values[:-1]
+    return values[keep]
 
 
 def _covered_below(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, cum: np.ndarray):
@@ -677,7 +694,7 @@ def query(mocset: MocSet | SegmentedMocSet, region29: np.ndarray) -> tuple[np.nd
         return none
     shift = _shift(CELL_ORDER)
     _, cells = _expand(region29[:, 0] >> shift, (region29[:, 1] - 1) >> shift)
-    cells = np.unique(cells)
+    cells = _unique(cells)
     starts = np.asarray(mocset.cell_ptr[cells])
     postings = _segments(starts, np.asarray(mocset.cell_ptr[cells + 1]) - starts)
     if len(postings) == 0:
@@ -686,7 +703,7 @@ def query(mocset: MocSet | SegmentedMocSet, region29: np.ndarray) -> tuple[np.nd
     first = np.asarray(mocset.offsets)[owners] + np.asarray(mocset.cell_first)[postings]
     # every range of every MOC in the region's cells, once (a range across two cells is listed
     # in both), sorted: by MOC, since a MOC's ranges follow the previous MOC's
-    index = np.unique(_segments(first, np.asarray(mocset.cell_count)[postings].astype(np.int64)))
+    index = _unique(_segments(first, np.asarray(mocset.cell_count)[postings].astype(np.int64)))
     owner = np.searchsorted(np.asarray(mocset.offsets), index, side="right") - 1
     gathered = _take_ranges(mocset, index).astype(np.int64)
     shift = _shift(mocset.depth)
