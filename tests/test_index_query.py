@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from mocpy import MOC
 
@@ -129,7 +129,14 @@ def test_stored_mocs_equal_the_built_ones(synth_index):
 def test_query_equals_brute_force(synth_index, data):
     index, mocs = synth_index
     text = data.draw(region_texts(index.observations()), label="region")
-    region = index.region_moc(text)
+    try:
+        region = index.region_moc(text)
+    except RegionError:
+        if not text.startswith("icrs;polygon("):
+            raise
+        # a polygon drawn within arcseconds of a pole may have its vertices on one great
+        # circle: shapes refuses it (tested with the shapes); nothing to query
+        assume(False)
     expected = brute_force(mocs, region)
     results = index.query(text)
     got = {row["id"]: row["coverage"] for row in results}
