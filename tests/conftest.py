@@ -55,6 +55,33 @@ def app_settings(tmp_path: Path, index: Path, redis_url: str, scripts: Path) -> 
     }
 
 
+#: The test scripts (``tests/scripts``): small scripts of every behaviour a run can have.
+TEST_SCRIPTS = ROOT / "tests" / "scripts"
+
+
+@pytest.fixture
+def env(tmp_path, sample_index, redis_url) -> dict:
+    """The settings of a test app on the sample index with the test scripts; a module that needs
+    other settings defines its own ``env`` (pytest takes the nearest)."""
+    return app_settings(tmp_path, sample_index, redis_url, TEST_SCRIPTS)
+
+
+@pytest.fixture
+def client(env):
+    """A Flask test client of an app made with ``env``."""
+    from app import create_app
+
+    return create_app(env).test_client()
+
+
+@pytest.fixture(scope="session")
+def truth(sample_archive) -> dict:
+    """What the sample archive holds (``truth.json``: injected sources, observations)."""
+    import json
+
+    return json.loads((sample_archive / "truth.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory) -> Path:
     """A small synthetic archive (``demo.archive``), generated once; treat it as read-only."""

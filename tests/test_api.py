@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
 from app.openapi import document
-from tests.conftest import ROOT, app_settings
+from tests.conftest import ROOT
 
 SCRIPTS = ROOT / "tests" / "scripts"
 
@@ -32,21 +31,6 @@ def source_of(truth, kind="point", min_counts=200):
         if src["kind"] == kind and seen:
             return src, seen
     raise AssertionError("no bright source in the sample archive")
-
-
-@pytest.fixture
-def env(tmp_path, sample_index, redis_url):
-    return app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
-
-
-@pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
-def truth(sample_archive):
-    return json.loads((sample_archive / "truth.json").read_text())
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

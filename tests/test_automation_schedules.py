@@ -125,11 +125,6 @@ def env(tmp_path, sample_index, redis_url) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
 def session_id(client, sample_archive) -> str:
     truth = json.loads((sample_archive / "truth.json").read_text())
     src = next(s for s in truth["sources"] if s["kind"] == "point")

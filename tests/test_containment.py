@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from app import accounts, catalog, create_app, runs, sandbox, settings
+from app import accounts, catalog, runs, sandbox, settings
 from app.runner import Runner
 from tests.conftest import ROOT, app_settings, wait_for
 
@@ -54,16 +54,6 @@ def env(request, tmp_path, sample_index, redis_url) -> dict[str, Any]:
     values = app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
     values["SANDBOX"] = getattr(request, "param", "bwrap")
     return values
-
-
-@pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
-def truth(sample_archive) -> dict[str, Any]:
-    return json.loads((sample_archive / "truth.json").read_text())
 
 
 def marked_processes(marker: str) -> list[int]:

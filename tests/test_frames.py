@@ -38,16 +38,6 @@ ARCSEC = 1 / 3600
 
 
 @pytest.fixture
-def env(tmp_path, sample_index, redis_url):
-    return app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
-
-
-@pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
 def source(sample_archive):
     """A bright injected source of the sample archive (ICRS degrees)."""
     truth = json.loads((sample_archive / "truth.json").read_text())

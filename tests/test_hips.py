@@ -2,7 +2,6 @@
 archive, checked against the archive's truth (pointings, injected sources) and the camera MOCs
 with HEALPix arithmetic of its own (tile pixel <-> NESTED index), not with the builder's code."""
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -125,11 +124,6 @@ def hips_index(sample_index, tmp_path_factory) -> Path:
     report = build_hips(index)
     assert report["rebuilt"] and not report["problems"], report
     return index
-
-
-@pytest.fixture(scope="module")
-def truth(sample_archive) -> dict:
-    return json.loads((sample_archive / "truth.json").read_text())
 
 
 # --- the HiPS -----------------------------------------------------------------------------------

@@ -21,27 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from app import catalog, create_app, inputs, jobs, launch, runs, shapes
+from app import catalog, inputs, jobs, launch, runs, shapes
 from app.sessions import SessionStore
 from indexer import instruments
 from indexer.index import Index
-from tests.conftest import app_settings
 from tests.test_api import SCRIPTS, annulus, circle, source_of
-
-
-@pytest.fixture
-def env(tmp_path, sample_index, redis_url):
-    return app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
-
-
-@pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
-def truth(sample_archive):
-    return json.loads((sample_archive / "truth.json").read_text())
 
 
 def new_session(client, truth) -> dict:

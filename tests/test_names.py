@@ -93,16 +93,6 @@ def sesame():
 
 
 @pytest.fixture
-def env(tmp_path, sample_index, redis_url):
-    return app_settings(tmp_path, sample_index, redis_url, SCRIPTS)
-
-
-@pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
 def archived(sample_index):
     """The sample index's object names with the pointings of their exposures, read here with
     sqlite3 directly."""

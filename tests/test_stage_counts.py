@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app import catalog, create_app
+from app import catalog
 from tests.conftest import ROOT, app_settings, wait_for
 from tests.test_api import new_session, wait_run
 
@@ -78,18 +78,6 @@ def scripts(tmp_path) -> Path:
 @pytest.fixture
 def env(tmp_path, sample_index, redis_url, scripts):
     return app_settings(tmp_path, sample_index, redis_url, scripts)
-
-
-@pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
-def truth(sample_archive):
-    import json
-
-    return json.loads((sample_archive / "truth.json").read_text())
 
 
 @pytest.mark.parametrize(

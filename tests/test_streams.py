@@ -31,11 +31,6 @@ def env(tmp_path, sample_index, redis_url):
 
 
 @pytest.fixture
-def client(env):
-    return create_app(env).test_client()
-
-
-@pytest.fixture
 def session_url(client, sample_archive):
     truth = json.loads((sample_archive / "truth.json").read_text())
     src, _ = source_of(truth)
