@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import statistics
 import subprocess
@@ -47,7 +46,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from app import jobs, runs, settings  # noqa: E402
 from app.redis_server import EmbeddedRedis, free_port  # noqa: E402
-from app.service import Service, raise_open_files_limit  # noqa: E402
+from app.service import raise_open_files_limit  # noqa: E402
 from bench import streams as stream_bench  # noqa: E402
 
 USERS = 20
@@ -127,12 +125,7 @@ def service(tmp: Path, args: argparse.Namespace) -> Iterator[dict]:
             environ={},
         )
         (tmp / "instance" / "logs").mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
-        for setting in settings.SETTINGS:  # as the supervisor passes them (Service._child_env)
-            value = values[setting.name]
-            if isinstance(value, list):
-                value = os.pathsep.join(map(str, value))
-            env[setting.env] = "" if value is None else str(value)
+        env = stream_bench.child_env(values)
         children = []
         for number in range(args.workers):
             with open(tmp / f"worker-{number}.log", "wb") as log:
@@ -140,23 +133,9 @@ def service(tmp: Path, args: argparse.Namespace) -> Iterator[dict]:
                     jobs.worker_command(server.url, name=f"bench-api-{number}"),
                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 ))  # fmt: skip
-        with open(tmp / "web.log", "wb") as log:
-            web = subprocess.Popen(
-                Service(values).gunicorn_command(),
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        children.append(web)
-        url = f"http://127.0.0.1:{values['PORT']}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/api/health", timeout=5).read()
-                    break
-                except OSError:
-                    if web.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit((tmp / "web.log").read_text()) from None
-                    time.sleep(0.1)
+            web, url = stream_bench.start_web(values, env, tmp / "web.log")
+            children.append(web)
             yield {
                 "url": url, "values": values, "conn": server.client(), "tmp": tmp,
                 "web": web.pid, "truth": truth,

@@ -160,6 +160,39 @@ class Streams:
         self.selector.close()
 
 
+def child_env(values: dict) -> dict[str, str]:
+    """The environment of a service child: the settings as the supervisor passes them
+    (``Service._child_env``), no other ``REGIO_`` variable of the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
+    for setting in settings.SETTINGS:
+        value = values[setting.name]
+        if isinstance(value, list):
+            value = os.pathsep.join(map(str, value))
+        env[setting.env] = "" if value is None else str(value)
+    return env
+
+
+def start_web(values: dict, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start gunicorn as ``make run`` does and wait (60 s at most) until it answers
+    ``/api/health``; ``(process, base URL)``. Exits with the web log if it never does."""
+    with open(log_path, "wb") as log:
+        web = subprocess.Popen(
+            Service(values).gunicorn_command(),
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{values['PORT']}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/health", timeout=5).read()
+            return web, url
+        except OSError:
+            if web.poll() is not None or time.monotonic() > deadline:
+                web.kill()
+                raise SystemExit(log_path.read_text()) from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def service(tmp: Path, worker_class: str, streams: int) -> Iterator[dict]:
     """Redis, one rq worker, an index and gunicorn as ``make run`` starts it."""
@@ -189,33 +222,14 @@ def service(tmp: Path, worker_class: str, streams: int) -> Iterator[dict]:
             environ={},
         )
         (tmp / "instance" / "logs").mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGIO_")}
-        for setting in settings.SETTINGS:  # as the supervisor passes them (Service._child_env)
-            value = values[setting.name]
-            if isinstance(value, list):
-                value = os.pathsep.join(map(str, value))
-            env[setting.env] = "" if value is None else str(value)
+        env = child_env(values)
         with open(tmp / "worker.log", "wb") as log:
             worker = subprocess.Popen(
                 jobs.worker_command(server.url, name="bench-streams"),
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        with open(tmp / "web.log", "wb") as log:
-            web = subprocess.Popen(
-                Service(values).gunicorn_command(),
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        url = f"http://127.0.0.1:{values['PORT']}"
+        web, url = start_web(values, env, tmp / "web.log")
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/api/health", timeout=5).read()
-                    break
-                except OSError:
-                    if web.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit((tmp / "web.log").read_text()) from None
-                    time.sleep(0.1)
             yield {
                 "url": url, "values": values, "conn": server.client(), "tmp": tmp, "web": web.pid,
             }  # fmt: skip
