@@ -49,6 +49,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.index_query import regions_around  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 APPEND = 1000
 
@@ -97,38 +99,21 @@ def step_build(folder: str, empty: str) -> dict:
 def random_regions(folder: str, count: int, seed: int) -> list[str]:
     """DS9 strings: half around catalogue pointings (rows drawn by id), half anywhere; radius
     1' to 5 deg log-uniform; 20 % convex polygons (5-8 vertices), the rest circles."""
-    rng = np.random.default_rng(seed)
     conn = sqlite3.connect(f"file:{folder}/index.db?mode=ro", uri=True)
     n = conn.execute("select max(id) from exposures").fetchone()[0]
-    regions = []
-    for _ in range(count):
-        if rng.uniform() < 0.5:
-            row = None
-            while row is None or row[0] is None:
-                row = conn.execute(
-                    "select ra_pnt, dec_pnt from exposures where id = ?", [int(rng.integers(n)) + 1]
-                ).fetchone()
-            ra = row[0] + rng.normal(0, 0.3) / max(np.cos(np.radians(row[1])), 0.05)
-            dec = float(np.clip(row[1] + rng.normal(0, 0.3), -89.99, 89.99))
-        else:
-            ra = rng.uniform(0, 360)
-            dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
-        ra %= 360.0
-        radius = float(np.exp(rng.uniform(np.log(1 / 60), np.log(5.0))))
-        if rng.uniform() < 0.2:
-            k = int(rng.integers(5, 9))
-            angles = np.sort(rng.uniform(0, 2 * np.pi, k))
-            r = radius * rng.uniform(0.6, 1.0, k)
-            vertices = []
-            for angle, dist in zip(angles, r, strict=True):
-                v_dec = float(np.clip(dec + dist * np.cos(angle), -89.999, 89.999))
-                v_ra = (ra + dist * np.sin(angle) / max(np.cos(np.radians(v_dec)), 0.02)) % 360
-                vertices += [f"{v_ra:.6f}", f"{v_dec:.6f}"]
-            regions.append(f"icrs;polygon({','.join(vertices)})")
-        else:
-            regions.append(f"icrs;circle({ra:.6f},{dec:.6f},{radius:.6f})")
-    conn.close()
-    return regions
+
+    def pointing(rng: np.random.Generator) -> tuple[float, float]:
+        row = None
+        while row is None or row[0] is None:
+            row = conn.execute(
+                "select ra_pnt, dec_pnt from exposures where id = ?", [int(rng.integers(n)) + 1]
+            ).fetchone()
+        return row
+
+    try:
+        return regions_around(pointing, count, seed)
+    finally:
+        conn.close()
 
 
 def step_query(folder: str, count: int, seed: int, naive_sample: int, naive_queries: int) -> dict:

@@ -51,14 +51,26 @@ def log(message: str) -> None:
 def random_regions(index: Index, count: int, seed: int) -> list[str]:
     """DS9 strings: half centred near catalogue pointings, half anywhere; 1' to 5 deg; 20 %
     convex polygons (5-8 vertices), the rest circles."""
-    rng = np.random.default_rng(seed)
     rows = index.observations()
+
+    def pointing(rng: np.random.Generator) -> tuple[float, float]:
+        row = rows[int(rng.integers(len(rows)))]
+        return row["ra_pnt"], row["dec_pnt"]
+
+    return regions_around(pointing, count, seed)
+
+
+def regions_around(pointing, count: int, seed: int) -> list[str]:
+    """``count`` DS9 strings: half near a pointing drawn by ``pointing(rng) -> (ra, dec)``
+    [deg], half anywhere on the sky; radius 1' to 5 deg log-uniform; 20 % convex polygons
+    (5-8 vertices), the rest circles. The regions of both index benchmarks."""
+    rng = np.random.default_rng(seed)
     regions = []
     for _ in range(count):
         if rng.uniform() < 0.5:
-            row = rows[int(rng.integers(len(rows)))]
-            ra = row["ra_pnt"] + rng.normal(0, 0.3) / max(np.cos(np.radians(row["dec_pnt"])), 0.05)
-            dec = float(np.clip(row["dec_pnt"] + rng.normal(0, 0.3), -89.99, 89.99))
+            ra0, dec0 = pointing(rng)
+            ra = ra0 + rng.normal(0, 0.3) / max(np.cos(np.radians(dec0)), 0.05)
+            dec = float(np.clip(dec0 + rng.normal(0, 0.3), -89.99, 89.99))
         else:
             ra = rng.uniform(0, 360)
             dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
