@@ -303,7 +303,7 @@ class Service:
             sys.executable, "-m", "gunicorn",
             "--bind", f"{self.values['HOST']}:{self.values['PORT']}",
             *concurrency,
-            "--workers", "1",
+            "--workers", str(self.values["WEB_PROCESSES"]),
             "--timeout", "120",
             "--graceful-timeout", "5",
             "--no-control-socket",  # one shared ~/.gunicorn socket would mix up several instances

@@ -131,6 +131,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", 5000, "Port the web server listens on.", "int"),
     Setting("WORKERS", 1, "Number of RQ worker processes `make run` starts on this host.", "int"),
     Setting(
+        "WEB_PROCESSES",
+        2,
+        "Web server processes on this host (gunicorn workers): each serves requests on its own "
+        "core; a launch costs ~40 ms of CPU, so one process queues requests under load.",
+        "int",
+    ),
+    Setting(
         "WEB_THREADS",
         16,
         "Threads of the web server with REGIO_WEB_WORKER_CLASS=gthread, where each open live log "
@@ -324,7 +331,7 @@ def load(
 def _check(values: Mapping[str, Any]) -> None:
     if not 0 < values["PORT"] < 65536:
         raise SettingError(f"REGIO_PORT must be between 1 and 65535, not {values['PORT']}")
-    for name in ("WORKERS", "WEB_THREADS", "DEMO_OBSERVATIONS"):
+    for name in ("WORKERS", "WEB_PROCESSES", "WEB_THREADS", "DEMO_OBSERVATIONS"):
         if values[name] < (0 if name == "WORKERS" else 1):
             raise SettingError(f"REGIO_{name} is out of range: {values[name]}")
     for name, least in (

@@ -119,6 +119,7 @@ def service(tmp: Path, args: argparse.Namespace) -> Iterator[dict]:
                 "INDEX": tmp / "index",
                 "ARCHIVE": [tmp / "archive"],
                 "WEB_WORKER_CLASS": args.worker_class,
+                "WEB_PROCESSES": args.web_processes,
                 "WEB_CONNECTIONS": max(args.streams, args.users) + 500,
                 "STREAMS_PER_USER": max(args.streams, 1),
             },
@@ -351,6 +352,10 @@ def main() -> int:
     parser.add_argument("--events-scale", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", choices=settings.WEB_WORKER_CLASSES, default="gevent")
+    parser.add_argument(
+        "--web-processes", type=int, default=settings.BY_NAME["WEB_PROCESSES"].default,
+        help="gunicorn web processes (REGIO_WEB_PROCESSES)",
+    )  # fmt: skip
     parser.add_argument("--streams", type=int, default=stream_bench.STREAMS)
     parser.add_argument("--stream-rounds", type=int, default=2)
     parser.add_argument("--no-client-key", dest="client_key", action="store_false")

@@ -38,6 +38,7 @@ def service(tmp_path_factory, sample_archive):
         ARCHIVE=sample_archive,
         SCRIPTS=ROOT / "tests" / "scripts",
         WORKERS=2,
+        WEB_PROCESSES=1,  # the test kills "the" gunicorn worker
         STREAMS_PER_USER=200,
     )
     running = start_service(tmp, env)
