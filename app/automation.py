@@ -624,7 +624,7 @@ def check_standing(
                 continue
             store.set_coverage(request.session_id, rows)  # the session shows the new data
             queued, errors = _serve(request, record, new, wanted, scripts, values, redis_conn,
-                                    seen, index.manifest.get("generation"))  # fmt: skip
+                                    seen, index)  # fmt: skip
             launched += queued
             update_standing(
                 db, request.id, last_triggered=seen, last_runs=[r.id for r in queued],
@@ -659,9 +659,11 @@ def _serve(
     values: Mapping[str, Any],
     redis_conn: Any,
     seen: str,
-    generation: Any,
+    index: Any,
 ) -> tuple[list[runs.Run], list[str]]:
-    """Queue each script of a request on the data it takes; (runs, errors)."""
+    """Queue each script of a request on the data it takes; (runs, errors). ``index`` (the
+    ``indexer.index.Index`` that found the new data) gives the files' pixel WCS, so launching
+    opens no data file, and its generation goes to the trigger detail."""
     from app import launch
     from app.sessions import SessionStore
 
@@ -679,14 +681,14 @@ def _serve(
         detail = {
             "kind": "standing", "request": request.id, "title": request.title,
             "scope": request.scope, "new_exposures": new_ids, "seen": seen,
-            "index_generation": generation,
+            "index_generation": index.manifest.get("generation"),
         }  # fmt: skip
         try:
             run = launch.launch(
                 SessionStore(values["SESSIONS"]), runs.db_path(values["SESSIONS"]), redis_conn,
                 scripts, request.session_id, script.name, entry.get("params") or {},
                 owner=record.get("owner") or "", trigger=request.trigger,
-                trigger_detail=detail, exposures=chosen,
+                trigger_detail=detail, exposures=chosen, index=index,
             )  # fmt: skip
         except launch.LaunchError as exc:
             errors.append(f"{script.name}: {exc}")
