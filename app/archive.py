@@ -49,6 +49,17 @@ def coverage_rows(
     return rows
 
 
+#: Fields of an index row that describe the server, not the data: where the file and its MOC
+#: lie on the server's disks. They stay in the index and the session folder (launching needs
+#: them) but never go to a client.
+SERVER_FIELDS = frozenset({"path", "moc_file"})
+
+
+def public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Exposure rows as the API gives them: without ``SERVER_FIELDS``."""
+    return [{k: v for k, v in row.items() if k not in SERVER_FIELDS} for row in rows]
+
+
 def observations_by_obsid(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Group exposure rows into observations (mission, obsid), newest first, cameras in the
     registry's order."""

@@ -126,6 +126,26 @@ def test_scripts_are_offered_and_launched_only_on_data_they_accept(client, truth
     assert client.get("/api/scripts?session=nosuchsession1").status_code == 404
 
 
+def test_the_api_never_tells_where_files_lie_on_the_server(client, truth, env):
+    """Exposure rows keep the file's path in the index and the session folder (launching needs
+    it) but the API answers (observations, a session's coverage) carry no server path."""
+    session, _, _ = new_session(client, truth)
+    answers = {
+        "observations": client.get("/api/observations").get_json(),
+        "created": session["coverage"],
+        "session": client.get(f"/api/sessions/{session['id']}").get_json()["coverage"],
+    }
+    for name, rows in answers.items():
+        assert rows, name
+        for row in rows:
+            assert not {"path", "moc_file"} & set(row), (name, row)
+            assert "exposure_id" in row and "mission" in row
+    text = client.get(f"/api/sessions/{session['id']}").get_data(as_text=True)
+    assert str(env["INDEX"]) not in text and str(env["SESSIONS"]) not in text
+    stored = json.loads((Path(env["SESSIONS"]) / session["id"] / "coverage.json").read_text())
+    assert stored and all("path" in row for row in stored)
+
+
 def test_create_session_finds_the_covering_observations(client, truth):
     session, src, seen = new_session(client, truth)
     covering = {(r["obsid"], r["camera"]) for r in session["coverage"]}

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from app import __version__, accounts, auth, bodies, jobs, sessions, shapes
-from app.archive import coverage_rows, instruments_json, load_index
+from app.archive import coverage_rows, instruments_json, load_index, public_rows
 from app.sessions import SelectionError, SessionNotFound, SessionStore, TitleError
 from indexer import limits
 from indexer.index import IndexNotFound
@@ -156,6 +156,7 @@ def load_session(session_id: str, needed: str = "read") -> dict[str, Any]:
 
 def session_json(session_id: str, needed: str = "read") -> dict[str, Any]:
     record = load_session(session_id, needed)
+    record["coverage"] = public_rows(record.get("coverage") or [])
     record["url"] = url_for("api.get_session", session_id=session_id, _external=False)
     return record
 
@@ -201,7 +202,7 @@ def list_instruments():
 @bp.get("/observations")
 def observations():
     """Every indexed exposure (observation and camera) with its metadata."""
-    return jsonify(index_or_503().observations())
+    return jsonify(public_rows(index_or_503().observations()))
 
 
 @bp.get("/coverage")
