@@ -31,10 +31,8 @@ from tests.conftest import ROOT, wait_for
 from tests.science_helpers import build_input
 from tests.test_containment import MARK, digests, marked_processes, run_escape, served
 
-# the containment tests' fixtures, shared
-client, env, needs_bwrap, truth = (
-    containment.client, containment.env, containment.needs_bwrap, containment.truth,
-)  # fmt: skip
+# the containment tests' fixtures, shared (client and truth come from conftest, on this env)
+env, needs_bwrap = containment.env, containment.needs_bwrap
 
 SOURCE = 'icrs;circle(149.59,-11.06,60")'
 BACKGROUND = 'icrs;annulus(149.59,-11.06,180",300")'
