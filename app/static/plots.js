@@ -104,6 +104,16 @@ function seconds(s) {
   return s >= 1 ? `${Number(s.toPrecision(6))} s` : `${Number((s * 1000).toPrecision(4))} ms`;
 }
 
+// Tick labels as astronomers write them: no thousands separators (MJD 52404.3, not 52,404.3),
+// as many decimals as the tick spacing needs.
+function plainTicks(log) {
+  return (u, splits, axis, space, incr) => splits.map((v) => {
+    if (v === null || v === undefined) return '';
+    if (log || !(incr > 0)) return String(Number(v.toPrecision(6)));
+    return v.toFixed(Math.min(10, Math.max(0, -Math.floor(Math.log10(incr) + 1e-9))));
+  });
+}
+
 function draw(holder, product, data, view) {
   if (holder.uplot) holder.uplot.destroy();
   const mjd = data.kind === 'lightcurve' && view.time === 'mjd';
@@ -124,7 +134,7 @@ function draw(holder, product, data, view) {
       x: { time: false, distr: view.logX ? 3 : 1, ...(xBand ? { range: () => xRange(xBand, data) } : {}) },
       y: { distr: view.logY ? 3 : 1 },
     },
-    axes: [{ label: mjd ? data.x_label_mjd : data.x_label }, { label: data.y_label, size: 80 }],
+    axes: [{ label: mjd ? data.x_label_mjd : data.x_label, values: plainTicks(view.logX) }, { label: data.y_label, size: 80 }],
     series: [
       { label: mjd ? 'MJD' : { lightcurve: 'time (s)', spectrum: 'energy (keV)', 'optical-spectrum': 'wavelength (Å)' }[data.kind] || 'x', value: (u, v) => (v === null || v === undefined ? '' : v.toFixed(xDecimals)) },
       ...names.map((n, i) => ({
