@@ -23,6 +23,7 @@ from regions import Regions
 from app import create_app
 from indexer import shapes as sky
 from tests.conftest import ROOT, app_settings
+from tests.test_api import snapshot
 
 SCRIPTS = ROOT / "tests" / "scripts"
 #: astropy frames of the DS9 names, as the regions parser builds them
@@ -47,16 +48,6 @@ def source(sample_archive):
         ):
             return src
     raise AssertionError("no bright source in the sample archive")
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    if not folder.exists():
-        return {}
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "regio.db"
-    }
 
 
 def in_frame(ra: float, dec: float, frame: str) -> tuple[float, float]:
