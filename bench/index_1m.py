@@ -136,6 +136,9 @@ def step_query(folder: str, count: int, seed: int, naive_sample: int, naive_quer
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
         hits.append({int(r["id"]) for r in results})
+        # freed here, off the clock: otherwise the next query's time would include freeing
+        # this answer's rows (up to ~1 ms for the large regions, +0.4 ms on the median)
+        del results
     full = []
     for text in regions[:200]:
         started = time.perf_counter()

@@ -470,9 +470,12 @@ def write_mocset(index_dir: Path, mocset: mocsets.MocSet, db: Any) -> None:
 def rebuild_mocset(db: Any, index_dir: Path, depth: int) -> int:
     """Write the MOC set of every exposure in the database as a new one-segment generation,
     streaming from the database (``store.iter_exposure_ranges``: memory stays bounded whatever
-    the number of exposures); return the number of MOCs."""
+    the number of exposures) in sky order (:func:`indexer.mocset.sky_order`: a query reads its
+    MOCs' ranges in a few blocks); return the number of MOCs."""
     generation, folder = _next_folder(index_dir, db)
-    sizes = mocsets.write_streamed(folder, store.iter_exposure_ranges(db), depth)
+    ids, ra, dec = store.exposure_pointings(db)
+    in_sky_order = ids[mocsets.sky_order(ra, dec)]
+    sizes = mocsets.write_streamed(folder, store.iter_exposure_ranges(db, in_sky_order), depth)
     _switch(index_dir, generation, [folder.name], depth, [sizes["mocs"]])
     return sizes["mocs"]
 

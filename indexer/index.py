@@ -139,26 +139,6 @@ class Index:
         row["kind"] = store.default_kind(row)
         return row
 
-    def _rows_by_id(self, ids: np.ndarray) -> dict[int, dict[str, Any]]:
-        """``{id: row}`` of those exposure ids still in the database."""
-        if len(ids) == 0:
-            return {}
-        conn = self._connection()
-        conn.row_factory = None  # plain tuples: ~2x cheaper than sqlite3.Row for many hits
-        try:
-            cursor = conn.execute(
-                "select e.* from json_each(?) j join exposures e on e.id = j.value",
-                [json.dumps(ids.tolist())],
-            )
-            names = [column[0] for column in cursor.description]
-            rows = [dict(zip(names, record, strict=True)) for record in cursor]
-        finally:
-            conn.row_factory = sqlite3.Row
-        for row in rows:
-            row["exposure_id"] = f"{row['mission']}:{row['obsid']}:{row['camera']}"
-            row["kind"] = row["kind"] or store.default_kind(row)
-        return {row["id"]: row for row in rows}
-
     def _position_of(self, exposure_id: str) -> tuple[int, dict[str, Any]]:
         """(position in the MOC set, row) of an exposure; KeyError if not in this generation."""
         mission, _, rest = exposure_id.partition(":")
@@ -250,24 +230,35 @@ class Index:
         if isinstance(centre, SkyCoord):
             centre = (float(centre.icrs.ra.deg), float(centre.icrs.dec.deg))
         ids = np.asarray(self.mocset.ids)[positions]
-        rows = self._rows_by_id(ids)
+        coverage = dict(
+            zip(ids.tolist(), [round(min(f, 1.0), 6) for f in fractions.tolist()], strict=True)
+        )
+        # tuples until the end: a dict per row is made once, with every field (the answer of a
+        # median region at a million MOCs takes ~1 ms, a third of it in the rows)
+        names, records = store.exposure_records(self._connection(), ids)
+        at = {name: k for k, name in enumerate(names)}
+        ident, ra, dec = at["id"], at["ra_pnt"], at["dec_pnt"]
+        mission, obsid, camera = at["mission"], at["obsid"], at["camera"]
+        pointing = np.array([(r[ra], r[dec]) for r in records], dtype=float).reshape(-1, 2)
+        offaxis = (60.0 * _angular_distance_deg(*centre, *pointing.T)).tolist()
+        keys = (*names, "exposure_id", "coverage", "offaxis_arcmin")
         results = []
-        for ident, fraction in zip(ids.tolist(), fractions.tolist(), strict=True):
-            row = rows.get(ident)
-            if row is None:  # removed since this generation was loaded
-                continue
-            row["coverage"] = round(min(fraction, 1.0), 6)
+        for record, distance in zip(records, offaxis, strict=True):
+            row = dict(
+                zip(
+                    keys,
+                    (
+                        *record,
+                        f"{record[mission]}:{record[obsid]}:{record[camera]}",
+                        coverage[record[ident]],
+                        round(distance, 3) if math.isfinite(distance) else None,
+                    ),
+                    strict=True,
+                )
+            )
+            if not row["kind"]:
+                row["kind"] = store.default_kind(row)
             results.append(row)
-        pointing = np.array(
-            [
-                (np.nan, np.nan) if r["ra_pnt"] is None else (r["ra_pnt"], r["dec_pnt"])
-                for r in results
-            ],
-            dtype=float,
-        ).reshape(-1, 2)
-        offaxis = 60.0 * _angular_distance_deg(*centre, *pointing.T)
-        for row, distance in zip(results, offaxis.tolist(), strict=True):
-            row["offaxis_arcmin"] = round(distance, 3) if math.isfinite(distance) else None
         results.sort(key=lambda r: (-r["coverage"], r["mission"], r["obsid"], r["camera"]))
         return results
 

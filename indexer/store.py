@@ -31,6 +31,7 @@ building the MOC set) treats them like any other file.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -442,17 +443,53 @@ def _record_of_file(db: Database, path: str) -> dict[str, Any]:
     return exposure_record(json.loads(meta), path, size, checksum)
 
 
+def exposure_records(
+    conn: sqlite3.Connection, ids: np.ndarray
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """``(column names, rows as tuples)`` of the exposures with these ids (any order; ids no
+    longer in the table are left out). Plain tuples: a ``sqlite3.Row`` or a dict per row costs
+    about twice as much when a region has thousands of hits."""
+    if len(ids) == 0:
+        return ["id", *EXPOSURE_COLUMNS], []
+    factory = conn.row_factory
+    conn.row_factory = None
+    try:
+        cursor = conn.execute(
+            "select e.* from json_each(?) j join exposures e on e.id = j.value",
+            [json.dumps(np.asarray(ids).tolist())],
+        )
+        return [column[0] for column in cursor.description], cursor.fetchall()
+    finally:
+        conn.row_factory = factory
+
+
+def exposure_pointings(db: Database) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, ra, dec)`` of every exposure, by id: int64 and float64 arrays, pointing [deg]
+    (NaN where the file had none)."""
+    cursor = db.conn.execute("select id, ra_pnt, dec_pnt from exposures order by id")
+    parts = [  # numbers by chunks: a million rows as Python tuples would weigh ~150 MB
+        np.array(rows, dtype=float).reshape(-1, 3)
+        for rows in iter(lambda: cursor.fetchmany(100_000), [])
+    ]
+    table = np.concatenate(parts) if parts else np.zeros((0, 3))
+    return table[:, 0].astype(np.int64), table[:, 1], table[:, 2]
+
+
 def iter_exposure_ranges(
-    db: Database, chunk: int = 5_000
+    db: Database, ids: np.ndarray, chunk: int = 5_000
 ) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-    """Every exposure's footprint, by id: chunks ``(ids, [(n, 2) uint32 ranges])`` read from
-    its file's record (empty ranges for an exposure without one)."""
-    cursor = db.conn.execute(
-        "select e.id, f.ranges from exposures e left join files f on f.path = e.path order by e.id"
-    )
-    while rows := cursor.fetchmany(chunk):
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        yield ids, [blob_to_ranges(row[1]) for row in rows]
+    """The footprints of the exposures ``ids``, in that order: chunks ``(ids, [(n, 2) uint32
+    ranges])`` read from each one's file record (empty ranges for an exposure without one; ids
+    not in the table are left out)."""
+    for start in range(0, len(ids), chunk):
+        rows = db.conn.execute(
+            "select e.id, f.ranges from json_each(?) j join exposures e on e.id = j.value"
+            " left join files f on f.path = e.path order by j.key",
+            [json.dumps(np.asarray(ids[start : start + chunk]).tolist())],
+        ).fetchall()
+        if rows:
+            found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            yield found, [blob_to_ranges(row[1]) for row in rows]
 
 
 def insert_exposures(db: Database, rows: Iterable[dict[str, Any]]) -> None:

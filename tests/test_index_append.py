@@ -245,3 +245,59 @@ def test_streamed_sets_equal_in_memory_ones_whatever_the_pieces(catalogues, tmp_
         loaded = mocsets.load(tmp_path / f"set-{k}")
         for name in mocsets._ARRAYS:
             assert np.array_equal(getattr(loaded, name), getattr(reference, name)), (piece, name)
+
+
+def test_full_builds_write_the_mocs_in_sky_order(catalogues, tmp_path):
+    """A full build writes the MOCs along the NESTED curve of their pointings (what keeps a
+    query's reads few), and an exposure without a pointing still gets its MOC, last."""
+    base, _ = catalogues
+    pairs = [(dict(row), ranges) for row, ranges in base[:300]]
+    pairs[7][0]["ra_pnt"] = pairs[7][0]["dec_pnt"] = None
+    index = Index.load(full_index(tmp_path / "index", pairs))
+    rows = {row["id"]: row for row in index.observations()}
+    ids = [int(i) for i in index.mocset.ids]
+    assert sorted(ids) == sorted(rows)
+    assert ids[-1] == 8  # renumbered from 1: the row without a pointing
+    ra = np.array([rows[i]["ra_pnt"] for i in ids[:-1]], dtype=float)
+    dec = np.array([rows[i]["dec_pnt"] for i in ids[:-1]], dtype=float)
+    assert np.array_equal(mocsets.sky_order(ra, dec), np.arange(len(ra)))
+    assert ids[:-1] != sorted(ids[:-1])  # not by id: the order really changed
+    for text in regions([row for row, _ in pairs])[:20]:
+        region = index.region_moc(text)
+        expected = {
+            k + 1
+            for k, (_, ranges) in enumerate(pairs)
+            if not mocsets.ranges_to_moc(ranges, 13).intersection(region).empty()
+        }
+        assert {row["id"] for row in index.query(text)} == expected, text
+
+
+def test_sky_order_puts_neighbours_together_and_unknown_pointings_last():
+    ra = np.array([10.0, 200.0, np.nan, 10.001, 200.001, 10.0])
+    dec = np.array([5.0, -40.0, 1.0, 5.001, -40.001, 95.0])  # dec 95: no such pointing
+    order = mocsets.sky_order(ra, dec).tolist()
+    assert set(order[-2:]) == {2, 5}
+    assert abs(order.index(0) - order.index(3)) == 1
+    assert abs(order.index(1) - order.index(4)) == 1
+
+
+def test_reads_of_the_ranges_file_give_the_in_memory_answers(catalogues, tmp_path, monkeypatch):
+    """Queries read only the ranges near the region, in blocks (``pread``): whatever the gap
+    joining two blocks, the answers are those of the same set held in memory."""
+    base, _ = catalogues
+    folder = full_index(tmp_path / "index", base)
+    texts = regions([row for row, _ in base])
+    index = Index.load(folder)
+    in_memory = mocsets.SegmentedMocSet(
+        [mocsets.load(folder / name, mmap=False) for name in segment_names(read_manifest(folder))]
+    )
+    assert all(segment.ranges_fd is None for segment in in_memory.segments)
+    assert all(segment.ranges_fd is not None for segment in index.mocset.segments)
+    for gap in (0, 3, 1024, 10**9):
+        monkeypatch.setattr(mocsets, "_READ_GAP", gap)
+        for text in texts:
+            region = mocsets.region_ranges(index.region_moc(text))
+            read, fractions = mocsets.query(index.mocset, region)
+            held, expected = mocsets.query(in_memory, region)
+            assert np.array_equal(read, held), (gap, text)
+            assert np.array_equal(fractions, expected), (gap, text)
