@@ -567,7 +567,7 @@ def _indexed(index_dir: Path | str) -> dict[str, str] | None:
         index = Index.load(index_dir)
     except IndexNotFound:
         return None
-    return {r["exposure_id"]: r.get("checksum") or "" for r in index.observations()}
+    return index.exposure_checksums()
 
 
 def take_note(db: Path | str, index_dir: Path | str) -> None:
@@ -595,7 +595,7 @@ def check_standing(
         index = Index.load(values["INDEX"])
     except IndexNotFound:
         return []
-    current = {r["exposure_id"]: r.get("checksum") or "" for r in index.observations()}
+    current = index.exposure_checksums()
     fresh = _advance_known(db, current)
     if not fresh:
         return []

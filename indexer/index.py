@@ -173,6 +173,10 @@ class Index:
         cursor = self._connection().execute("select * from exposures order by id")
         return [self._as_row(record) for record in cursor]
 
+    def exposure_checksums(self) -> dict[str, str]:
+        """``{exposure id: file checksum}`` of every exposure (what changed since a last look)."""
+        return store.exposure_checksums(self._connection())
+
     def exposure_row(self, exposure_id: str) -> dict[str, Any]:
         """The row of one exposure (``MISSION:OBSID:CAMERA``); KeyError if not indexed."""
         return self._position_of(exposure_id)[1]

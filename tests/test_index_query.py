@@ -375,3 +375,11 @@ def test_moc_fits_files_of_several_orders_and_layouts_are_read_right(tmp_path):
         expected = mocsets.moc_to_ranges(moc, 13)
         np.testing.assert_array_equal(built.moc(position).to_depth29_ranges,
                                       mocsets.ranges_to_moc(expected, 13).to_depth29_ranges)  # fmt: skip
+
+
+def test_exposure_checksums_name_every_exposure_as_its_rows_do(synth_index):
+    """The lean look at what the index holds (standing requests diff it at every ingest)."""
+    index, _ = synth_index
+    rows = index.observations()
+    assert index.exposure_checksums() == {row["exposure_id"]: row["checksum"] or "" for row in rows}
+    assert len(rows) == len(index.exposure_checksums())
