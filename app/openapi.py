@@ -220,12 +220,30 @@ _LAUNCH["responses"]["200"] = {
     "content": {"application/json": {"schema": ref("Run")}},
 }
 
+_OBSERVATIONS = _op("Indexed exposures by (mission, obsid, camera), a page at a time: the "
+                    "Link header's rel=\"next\" URL gives the next page",
+                    schema=OBS_LIST, errors=(400, 503))  # fmt: skip
+_OBSERVATIONS["parameters"] = [
+    {"name": "limit", "in": "query", "description": "exposures per page",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}},
+    {"name": "after", "in": "query", "description": "the page starts after this exposure id "
+     "(MISSION:OBSID:CAMERA; the next page's is in the Link header)", "schema": {"type": "string"}},
+    {"name": "mission", "in": "query", "description": "only this mission's exposures",
+     "schema": {"type": "string"}},
+]  # fmt: skip
+_OBSERVATIONS["responses"]["200"]["headers"] = {
+    "Link": {"description": 'RFC 8288 <URL>; rel="next" when more exposures follow',
+             "schema": {"type": "string"}},
+    "X-Total-Count": {"description": "exposures matching (all pages)",
+                      "schema": {"type": "integer"}},
+}  # fmt: skip
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/health": {"get": _op("Service status: Redis, workers, index", schema={"type": "object"})},
     "/api/openapi.json": {"get": _op("This document", schema={"type": "object"})},
     "/api/instruments": {"get": _op("Instruments: mission, data kinds, cameras (order, colours)",
                                      schema={"type": "array", "items": ref("Instrument")})},
-    "/api/observations": {"get": _op("Every indexed exposure", schema=OBS_LIST, errors=(503,))},
+    "/api/observations": {"get": _OBSERVATIONS},
     "/api/coverage": {"get": _op("Union of the archive coverage (MOC JSON, < 1.5 MB)", schema=ref("MOC"), errors=(503,))},
     "/api/exposures/{exposure_id}/moc": {
         "get": _op("One exposure's footprint (MOC JSON)", schema=ref("MOC"), errors=(404, 503))

@@ -173,6 +173,45 @@ class Index:
         cursor = self._connection().execute("select * from exposures order by id")
         return [self._as_row(record) for record in cursor]
 
+    def exposures_page(
+        self, after: str | None = None, limit: int = 1000, mission: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of exposure rows (shaped like :meth:`observations` rows) in (mission, obsid,
+        camera) order: at most ``limit`` after the exposure id ``after`` (``MISSION:OBSID:
+        CAMERA``, which need not be in the index), of ``mission`` only if given; and the cursor
+        of the next page (the last row's exposure id), None when no row follows.
+
+        Read by keyset on the unique index (``store.exposures_page``): a page deep in a million
+        exposures costs what the first one does. ValueError for a malformed ``after`` or a
+        ``limit`` below 1.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        key = None if after is None else store.parse_exposure_id(after)
+        records = store.exposures_page(self._connection(), key, limit + 1, mission)
+        rows = [self._as_row(record) for record in records[:limit]]
+        return rows, (rows[-1]["exposure_id"] if len(records) > limit else None)
+
+    def count_exposures(self, mission: str | None = None) -> int:
+        """The number of exposures in the index (of ``mission`` only if given)."""
+        return store.count_exposures_of(self._connection(), mission)
+
+    def observations_page(
+        self, after: str | None = None, limit: int = 200
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The exposure rows (shaped like :meth:`observations` rows, in (mission, obsid, camera)
+        order) of at most ``limit`` observations (distinct mission and obsid) after the
+        observation ``after`` (``MISSION:OBSID``, which need not be in the index); and the
+        cursor of the next page (the last observation's ``MISSION:OBSID``), None when none
+        follows. ValueError for a malformed ``after`` or a ``limit`` below 1.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        key = None if after is None else store.parse_observation_id(after)
+        records, more = store.observations_page(self._connection(), key, limit)
+        rows = [self._as_row(record) for record in records]
+        return rows, (f"{rows[-1]['mission']}:{rows[-1]['obsid']}" if more else None)
+
     def exposure_checksums(self) -> dict[str, str]:
         """``{exposure id: file checksum}`` of every exposure (what changed since a last look)."""
         return store.exposure_checksums(self._connection())

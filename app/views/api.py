@@ -199,10 +199,41 @@ def list_instruments():
     return jsonify(instruments_json())
 
 
+#: Exposures per page of ``GET /api/observations``: by default, and at most.
+OBSERVATIONS_PAGE = 1000
+OBSERVATIONS_PAGE_MAX = 10_000
+
+
+def _page_limit(name: str, default: int, most: int) -> int:
+    """The query parameter ``name`` as a page size from 1 to ``most`` (``default`` when absent),
+    or a 400."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= most):
+        abort(400, description=f"'{name}' must be an integer from 1 to {most}, not {text[:40]!r}")
+    return int(text)
+
+
 @bp.get("/observations")
 def observations():
-    """Every indexed exposure (observation and camera) with its metadata."""
-    return jsonify(public_rows(index_or_503().observations()))
+    """The indexed exposures (observation and camera) with their metadata, by (mission, obsid,
+    camera), one page at a time: ``limit`` rows after the exposure id ``after``, of ``mission``
+    only if given. ``Link: <...>; rel="next"`` names the next page when rows follow;
+    ``X-Total-Count`` is the number of exposures matching (all pages)."""
+    limit = _page_limit("limit", OBSERVATIONS_PAGE, OBSERVATIONS_PAGE_MAX)
+    after, mission = request.args.get("after"), request.args.get("mission") or None
+    index = index_or_503()
+    try:
+        rows, following = index.exposures_page(after, limit, mission)
+    except ValueError as exc:
+        abort(400, description=f"'after': {exc}")
+    response = jsonify(public_rows(rows))
+    response.headers["X-Total-Count"] = str(index.count_exposures(mission))
+    if following is not None:
+        url = url_for("api.observations", limit=limit, mission=mission, after=following)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return response
 
 
 @bp.get("/coverage")

@@ -3,7 +3,8 @@
 - ``/``: the tool (sky viewer, region editor, observation selector, process control, products)
   for a new session; ``/sessions/<id>``: the same page with a session loaded (shareable URL).
 - ``/sessions``: the user's sessions (titles, last activity, run counts, links to runs, delete).
-  ``/archive``: every indexed observation. ``/favicon.ico``: the SVG icon.
+  ``/archive``: the indexed observations, a page at a time (``?after=MISSION:OBSID``).
+  ``/favicon.ico``: the SVG icon.
 - ``/runs/<id>/plot/<file>``: the arrays of a spectrum or light curve product, for the page's
   interactive plots (``app.plots`` reads the OGIP files); ``?min_counts=N`` regroups a spectrum.
 """
@@ -64,16 +65,39 @@ def sessions():
     return render_template("sessions.html", sessions=entries, phases=runs.PHASES)
 
 
+#: Observations per page of ``/archive``: by default, and at most (``?per_page=``).
+ARCHIVE_PAGE = 200
+ARCHIVE_PAGE_MAX = 1000
+
+
 @bp.get("/archive")
 def archive():
+    """One page of the indexed observations in (mission, obsid) order: ``per_page`` after the
+    observation ``after`` (``MISSION:OBSID``), with links to the next and the first page."""
     settings = current_app.extensions["regio.settings"]
     try:
         index = load_index(settings)
     except IndexNotFound as exc:
         return render_template("archive.html", observations=[], stats=None, problem=str(exc)), 503
-    observations = observations_by_obsid(index.observations())
+    after = request.args.get("after")
+    per_page = request.args.get("per_page", str(ARCHIVE_PAGE))
+    if not (per_page.isascii() and per_page.isdigit() and 1 <= int(per_page) <= ARCHIVE_PAGE_MAX):
+        problem = f"per_page must be an integer from 1 to {ARCHIVE_PAGE_MAX}, not {per_page[:40]!r}"
+        return render_template("archive.html", observations=[], stats=None, problem=problem), 400
+    try:
+        rows, following = index.observations_page(after, int(per_page))
+    except ValueError as exc:
+        problem = f"after: {exc}"
+        return render_template("archive.html", observations=[], stats=None, problem=problem), 400
+    observations = sorted(observations_by_obsid(rows), key=lambda o: (o["mission"], o["obsid"]))
     return render_template(
-        "archive.html", observations=observations, stats=index.stats(), problem=None
+        "archive.html",
+        observations=observations,
+        stats=index.stats(),
+        problem=None,
+        following=following,
+        show_first=after is not None,
+        per_page=None if int(per_page) == ARCHIVE_PAGE else int(per_page),
     )
 
 
