@@ -15,7 +15,8 @@ containment of ``app.sandbox``:
 - per run the runner (``app.runner``) starts bubblewrap exactly as for a cold start (same
   layout: the run folder read-write, the rest read-only, new PID/network/IPC/UTS namespaces,
   ``--die-with-parent``) but runs in it a **holder** (``HOLDER``: a shell that says it is ready,
-  then waits for an exit code on its stdin and exits with it). It sends the zygote the
+  then waits for an exit code on its stdin and exits with it; it ignores SIGTERM, so a stopped
+  script keeps the grace a cold one has). It sends the zygote the
   namespaces of the sandbox (``/proc/PID/ns/*`` descriptors), the write end of the log pipe, the
   holder's stdin, argv, folder and environment;
 - the zygote forks; the child joins the sandbox's namespaces (``setns``: user, mount, network,
@@ -66,7 +67,14 @@ DEFAULT_PRELOAD = (
 NAMESPACES = ("user", "mnt", "net", "ipc", "uts", "cgroup", "pid")
 #: What bubblewrap runs in a warm sandbox: ready on stdout, then the script's exit code from
 #: stdin (125 if none comes: the warm start failed).
-HOLDER = ["/bin/sh", "-c", 'echo ready; exec 1>&-; read -r code || code=125; exit "$code"']
+#: It ignores SIGTERM: stopping a run signals every process under bubblewrap, and the holder's
+#: death would end the sandbox, and the script in it, at once, without the grace a script gets
+#: to tidy up (the runner's SIGKILL after ``KILL_GRACE`` still ends everything).
+HOLDER = [
+    "/bin/sh",
+    "-c",
+    "trap '' TERM; echo ready; exec 1>&-; read -r code || code=125; exit \"$code\"",
+]
 SOCKET_NAME = "zygote.sock"
 START_TIMEOUT = 120.0  # seconds for the zygote's imports
 READY_TIMEOUT = 30.0  # seconds for the holder to say the sandbox is ready

@@ -92,6 +92,25 @@ if __name__ == "__main__":
     main(run)
 '''
 
+TIDY = '''"""Overruns its time limit, but tidies up when asked to stop (SIGTERM)."""
+import os, signal, sys, time
+from regio_kit import main, stage
+
+def tidy(signum, frame):
+    time.sleep(0.3)  # some cleaning, within the runner's grace
+    print("tidied up after SIGTERM", flush=True)
+    sys.exit(3)
+
+def run(inp):
+    signal.signal(signal.SIGTERM, tidy)
+    with stage("sleep"):
+        print("sleeping", flush=True)
+        time.sleep(60)
+
+if __name__ == "__main__":
+    main(run)
+'''
+
 
 def manifest(name: str, *, time_limit: int = 60, extra: str = "") -> str:
     return (
@@ -105,11 +124,12 @@ def warm_scripts(tmp_path) -> Path:
     folder = tmp_path / "warm-scripts"
     folder.mkdir()
     (folder / "regio_kit.py").symlink_to(ROOT / "scripts" / "regio_kit.py")
-    for name, text in (("probe", PROBE), ("crash", CRASH), ("sleeper", SLEEPER)):
+    for name, text in (("probe", PROBE), ("crash", CRASH), ("sleeper", SLEEPER), ("tidy", TIDY)):
         (folder / f"{name}.py").write_text(text)
     (folder / "probe.toml").write_text(manifest("probe"))
     (folder / "crash.toml").write_text(manifest("crash"))
     (folder / "sleeper.toml").write_text(manifest("sleeper", time_limit=1))
+    (folder / "tidy.toml").write_text(manifest("tidy", time_limit=1))
     (folder / "probe_cold.py").symlink_to(folder / "probe.py")
     (folder / "probe_cold.toml").write_text(
         manifest("probe_cold", extra="cold_start = true\n").replace("probe_cold.py", "probe.py")
@@ -250,6 +270,18 @@ def test_a_killed_warm_script_fails_only_its_run(here, zygote):
     from app.reaper import descendants
 
     wait_for(lambda: descendants(pid) == [], "the warm server's children to end", 10)
+
+
+@pytest.mark.parametrize("warm_mode", ["auto", "off"])
+def test_a_stopped_script_gets_its_sigterm_grace_warm_or_cold(here, zygote, warm_mode):
+    """Stopping sends SIGTERM, then SIGKILL after ``KILL_GRACE``: a script that handles SIGTERM
+    has the time to tidy up, whether it was forked warm or started cold."""
+    run = here.run("tidy", warm_mode=warm_mode)
+    log = log_of(run)
+    assert ("[regio] start: warm" in log) == (warm_mode == "auto")
+    assert run.phase == "ERROR" and run.error == "time limit exceeded (1 s)"
+    assert "tidied up after SIGTERM" in log
+    assert run.exit_code == 3
 
 
 def test_a_dead_warm_server_makes_runs_start_cold_until_the_worker_restarts_it(here, zygote):
