@@ -239,6 +239,7 @@ def test_load_is_cached_until_the_index_changes(real_data, tmp_path):
     first = Index.load(folder)
     assert Index.load(folder) is first
     assert len(first.observations()) == 1
+    assert first.stats()["exposures"] == 1  # counted once per generation
     (archive / "b.fits").write_bytes(
         (real_data / "0201901401" / "mos2_exp1_clean_evts.fits").read_bytes()
     )
