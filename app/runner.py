@@ -510,6 +510,8 @@ class Runner:
                     "scripts, archive and input files read-only; no network"
                 )
                 env.update(HOME="/tmp", TMPDIR="/tmp")
+                if plan.files:  # matplotlib's font list, where the sandbox shows it
+                    env["MPLCONFIGDIR"] = sandbox.SANDBOX_FONT_CACHE
                 self.sandboxed = True
                 # bwrap --die-with-parent takes the whole sandbox with it
                 return sandbox.bwrap_command(bwrap, command, plan), env, signal.SIGKILL
@@ -618,7 +620,13 @@ class Runner:
             *self._input_files(run),
         ]
         private = [cfg["SESSIONS"], self.db_path.parent, cfg["INSTANCE"]]
-        return sandbox.layout(run.path, read_only=read_only, private=private, allowed=archives)
+        plan = sandbox.layout(run.path, read_only=read_only, private=private, allowed=archives)
+        # matplotlib's font list: the warm server's (it makes one when it starts), else this
+        # worker's own
+        zygote = warm.current()
+        folders = [Path(zygote.folder) / "mpl"] if zygote is not None and zygote.folder else []
+        plan.files = sandbox.font_caches([*folders, sandbox.matplotlib_cache(os.environ)])
+        return plan
 
     @staticmethod
     def _input_files(run: Run) -> list[Path]:

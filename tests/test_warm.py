@@ -111,6 +111,21 @@ if __name__ == "__main__":
     main(run)
 '''
 
+FONTS = '''"""Says whether matplotlib found its font list or had to build one."""
+import logging, os, sys
+from regio_kit import main, stage
+
+def run(inp):
+    with stage("fonts"):
+        logging.basicConfig(stream=sys.stdout, level=logging.WARNING)
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.DEBUG)
+        import matplotlib.font_manager
+        print("fonts:", len(matplotlib.font_manager.fontManager.ttflist), flush=True)
+
+if __name__ == "__main__":
+    main(run)
+'''
+
 
 def manifest(name: str, *, time_limit: int = 60, extra: str = "") -> str:
     return (
@@ -124,12 +139,19 @@ def warm_scripts(tmp_path) -> Path:
     folder = tmp_path / "warm-scripts"
     folder.mkdir()
     (folder / "regio_kit.py").symlink_to(ROOT / "scripts" / "regio_kit.py")
-    for name, text in (("probe", PROBE), ("crash", CRASH), ("sleeper", SLEEPER), ("tidy", TIDY)):
+    for name, text in (
+        ("probe", PROBE),
+        ("crash", CRASH),
+        ("sleeper", SLEEPER),
+        ("tidy", TIDY),
+        ("fonts", FONTS),
+    ):
         (folder / f"{name}.py").write_text(text)
     (folder / "probe.toml").write_text(manifest("probe"))
     (folder / "crash.toml").write_text(manifest("crash"))
     (folder / "sleeper.toml").write_text(manifest("sleeper", time_limit=1))
     (folder / "tidy.toml").write_text(manifest("tidy", time_limit=1))
+    (folder / "fonts.toml").write_text(manifest("fonts"))
     (folder / "probe_cold.py").symlink_to(folder / "probe.py")
     (folder / "probe_cold.toml").write_text(
         manifest("probe_cold", extra="cold_start = true\n").replace("probe_cold.py", "probe.py")
@@ -282,6 +304,17 @@ def test_a_stopped_script_gets_its_sigterm_grace_warm_or_cold(here, zygote, warm
     assert run.phase == "ERROR" and run.error == "time limit exceeded (1 s)"
     assert "tidied up after SIGTERM" in log
     assert run.exit_code == 3
+
+
+def test_a_cold_script_finds_the_font_list_of_the_warm_server(here, zygote):
+    """matplotlib's font list, made by the warm server when it started, is shown read-only in
+    the sandbox's cache folder: a script started cold loads it instead of building one."""
+    run = here.run("fonts", warm_mode="off")
+    assert run.phase == "COMPLETED", run.error
+    log = log_of(run)
+    assert "start: warm" not in log
+    assert re.search(r"Using fontManager instance from /tmp/\.cache/matplotlib/fontlist-v", log)
+    assert int(re.search(r"fonts: (\d+)", log).group(1)) > 0
 
 
 def test_a_dead_warm_server_makes_runs_start_cold_until_the_worker_restarts_it(here, zygote):
