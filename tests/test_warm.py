@@ -79,21 +79,8 @@ if __name__ == "__main__":
     main(run)
 '''
 
-SLEEPER = '''"""Sleeps past its time limit."""
-import time
-from regio_kit import main, stage
-
-def run(inp):
-    with stage("sleep"):
-        print("sleeping", flush=True)
-        time.sleep(60)
-
-if __name__ == "__main__":
-    main(run)
-'''
-
-TIDY = '''"""Overruns its time limit, but tidies up when asked to stop (SIGTERM)."""
-import os, signal, sys, time
+SLEEPER = '''"""Overruns its time limit, but tidies up when asked to stop (SIGTERM)."""
+import signal, sys, time
 from regio_kit import main, stage
 
 def tidy(signum, frame):
@@ -143,14 +130,12 @@ def warm_scripts(tmp_path) -> Path:
         ("probe", PROBE),
         ("crash", CRASH),
         ("sleeper", SLEEPER),
-        ("tidy", TIDY),
         ("fonts", FONTS),
     ):
         (folder / f"{name}.py").write_text(text)
     (folder / "probe.toml").write_text(manifest("probe"))
     (folder / "crash.toml").write_text(manifest("crash"))
     (folder / "sleeper.toml").write_text(manifest("sleeper", time_limit=1))
-    (folder / "tidy.toml").write_text(manifest("tidy", time_limit=1))
     (folder / "fonts.toml").write_text(manifest("fonts"))
     (folder / "probe_cold.py").symlink_to(folder / "probe.py")
     (folder / "probe_cold.toml").write_text(
@@ -298,7 +283,7 @@ def test_a_killed_warm_script_fails_only_its_run(here, zygote):
 def test_a_stopped_script_gets_its_sigterm_grace_warm_or_cold(here, zygote, warm_mode):
     """Stopping sends SIGTERM, then SIGKILL after ``KILL_GRACE``: a script that handles SIGTERM
     has the time to tidy up, whether it was forked warm or started cold."""
-    run = here.run("tidy", warm_mode=warm_mode)
+    run = here.run("sleeper", warm_mode=warm_mode)
     log = log_of(run)
     assert ("[regio] start: warm" in log) == (warm_mode == "auto")
     assert run.phase == "ERROR" and run.error == "time limit exceeded (1 s)"
