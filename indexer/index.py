@@ -214,6 +214,10 @@ class Index:
         rows = [self._as_row(record) for record in records]
         return rows, (f"{rows[-1]['mission']}:{rows[-1]['obsid']}" if more else None)
 
+    def exposure_ids_of(self, obsid: str, camera: str) -> list[str]:
+        """The exposure ids of an observation's camera (one per mission that has that obsid)."""
+        return store.exposure_ids_of(self._connection(), obsid, camera)
+
     def exposure_checksums(self) -> dict[str, str]:
         """``{exposure id: file checksum}`` of every exposure (what changed since a last look)."""
         return store.exposure_checksums(self._connection())
@@ -447,11 +451,7 @@ def run_coverage(args: Any) -> int:
     if args.obsid is not None:
         if exposure is not None:
             raise CLIError("give --exposure or --obsid with --camera, not both")
-        found = [
-            row["exposure_id"]
-            for row in index.observations()
-            if row["obsid"] == args.obsid and row["camera"] == args.camera
-        ]
+        found = index.exposure_ids_of(args.obsid, args.camera)
         if not found:
             raise CLIError(f"no {args.camera} footprint for observation {args.obsid}")
         exposure = found[0]

@@ -235,6 +235,19 @@ def observations_page(
     return rows, more
 
 
+def exposure_ids_of(conn: sqlite3.Connection, obsid: str, camera: str) -> list[str]:
+    """The exposure ids with this obsid and camera, by mission."""
+    with _plain_tuples(conn):
+        return [
+            row[0]
+            for row in conn.execute(
+                f"select {EXPOSURE_ID_SQL} from exposures where obsid = ? and camera = ?"
+                " order by mission",
+                [obsid, camera],
+            )
+        ]
+
+
 def exposure_checksums(conn: sqlite3.Connection) -> dict[str, str]:
     """``{exposure id: checksum of its file}`` of every exposure ('' when unknown), without a
     row dict each (a million exposures: ~1 s and ~150 MB instead of tens of seconds and GBs)."""
