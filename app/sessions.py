@@ -185,8 +185,8 @@ class SessionStore:
     def set_coverage(self, session_id: str, rows: list[dict[str, Any]]) -> None:
         """Store the covering exposures and keep only the selected ones that still cover.
 
-        The first coverage of a session selects every covering exposure holding data to process
-        (``indexer.instruments.PROCESSABLE_KINDS``).
+        The first coverage of a session selects the covering exposures holding data to process
+        (``indexer.instruments.PROCESSABLE_KINDS``) of the instrument covering most of the region.
         """
         folder = self._existing(session_id)
         rows = upgrade_coverage(rows)
@@ -371,8 +371,16 @@ def overview(record: Mapping[str, Any], session_runs: list[Any]) -> dict[str, An
 
 
 def _first_selection(rows: list[dict[str, Any]]) -> list[str]:
-    """The exposures a first coverage selects: every one holding data to process."""
-    return [r["exposure_id"] for r in rows if r.get("kind") in PROCESSABLE_KINDS]
+    """The exposures a first coverage selects: those holding data to process, of one instrument
+    (mission and instrument of the one covering most of the region; the first such in ``rows``
+    on a tie). A script takes one instrument's data, so selecting every instrument of a field
+    seen by two missions would leave no script to run."""
+    data = [r for r in rows if r.get("kind") in PROCESSABLE_KINDS]
+    if not data:
+        return []
+    best = max(data, key=lambda r: r.get("coverage") or 0.0)
+    instrument = (best.get("mission"), best.get("instrument"))
+    return [r["exposure_id"] for r in data if (r.get("mission"), r.get("instrument")) == instrument]
 
 
 class SessionBusy(ValueError):

@@ -160,7 +160,15 @@ def test_create_session_finds_the_covering_observations(client, truth):
                 "background_coverage"):  # fmt: skip
         assert key in row, key
     assert row["exposure_id"] == f"{row['mission']}:{row['obsid']}:{row['camera']}"
-    assert session["selection"]["exposures"] == [r["exposure_id"] for r in session["coverage"]]
+    # first selection: the data of the instrument covering the region best (one script fits)
+    best = max(session["coverage"], key=lambda r: r["coverage"])
+    assert session["selection"]["exposures"] == [
+        r["exposure_id"]
+        for r in session["coverage"]
+        if (r["mission"], r["instrument"]) == (best["mission"], best["instrument"])
+        and r["kind"] == "events"
+    ]
+    assert {r["mission"] for r in session["coverage"]} == {"XMM", "CHANDRA"}
     again = client.get(session["url"]).get_json()
     assert again["regions"]["source"][0]["type"] == "circle"
     assert again["regions"]["background"][0]["type"] == "annulus"

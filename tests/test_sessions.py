@@ -55,13 +55,28 @@ def test_first_coverage_selects_processable_data_then_selection_is_kept(store):
         "XMM:0201901401:EMOS1", "XMM:0201901401:EMOS2", "XMM:0404910601:EMOS1",
         "XMM:0404910601:EPN", "CHANDRA:0404910601:EMOS1",
     ]  # fmt: skip
-    # the exposure map has no data to process: not selected at first
-    assert "XMM:0404910601:EPN" not in record["selection"]["exposures"]
-    assert len(record["selection"]["exposures"]) == 4
+    # the exposure map has no data to process, and Chandra is another instrument (the region is
+    # covered best by XMM EPIC): not selected at first, so a script fits the first selection
+    assert record["selection"]["exposures"] == [
+        "XMM:0201901401:EMOS1", "XMM:0201901401:EMOS2", "XMM:0404910601:EMOS1",
+    ]  # fmt: skip
     store.set_selection(sid, ["XMM:0404910601:EMOS1", "CHANDRA:0404910601:EMOS1"])
     assert [r["path"] for r in store.selected_rows(sid)] == ["/c", "/e"]
     store.set_coverage(sid, ROWS[:2])  # the new region no longer has 0404910601
     assert store.get(sid)["selection"]["exposures"] == []
+
+
+def test_first_selection_takes_the_instrument_covering_the_region_best(store):
+    """A field seen by two missions: the first selection is the best-covering instrument's
+    exposures with data, whatever the order of the rows."""
+    rows = [{**r, "coverage": 0.9} if r["mission"] == "CHANDRA" else r for r in ROWS[2:]]
+    sid = store.create(shapes.parse(SOURCE), None)
+    store.set_coverage(sid, rows)
+    assert store.get(sid)["selection"]["exposures"] == ["CHANDRA:0404910601:EMOS1"]
+    maps_only = [{**r, "kind": "exposure-map"} for r in ROWS]
+    other = store.create(shapes.parse(SOURCE), None)
+    store.set_coverage(other, maps_only)
+    assert store.get(other)["selection"]["exposures"] == []
 
 
 def test_legacy_selection_maps_unambiguous_pairs(store):

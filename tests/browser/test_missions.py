@@ -158,7 +158,21 @@ def test_xmm_and_chandra_tables_and_the_scripts_that_fit(page, live_service, sha
         url = f"{live_service.url}api/exposures/{quote(row['exposure_id'], safe='')}/moc"
         assert url in page.requested_urls, url
 
-    # everything with events selected, both missions together
+    # the first selection: the data of the instrument covering the region best, which scripts
+    # take (both missions selected together would leave none to run)
+    best = max(coverage, key=lambda r: r["coverage"])
+    first = [r for r in coverage if r["exposure_id"] in session["selection"]["exposures"]]
+    assert {(r["mission"], r["instrument"]) for r in first} == {
+        (best["mission"], best["instrument"])
+    }
+    assert fitting(scripts, first) and offered(page) == fitting(scripts, first)
+    expect(page.get_by_test_id("run-button")).to_be_enabled()
+
+    # tick every table: both missions together
+    for table in shown:
+        page.locator(f'[data-testid="camera-toggle"][data-group="{table["group"]}"]').uncheck()
+        settled(page)
+    session = api_json(live_service, f"/api/sessions/{session_id}")
     mixed = [r for r in coverage if r["exposure_id"] in session["selection"]["exposures"]]
     assert {r["mission"] for r in mixed} >= {"XMM", "CHANDRA"}
     expect(page.get_by_test_id("script-select")).to_have_attribute(
@@ -279,11 +293,12 @@ def test_cameras_the_registry_does_not_know_still_show(page, live_service, share
     assert all(t["group"].startswith("XMM/") for t in shown[:-1])
     assert sum(len(t["ids"]) for t in shown) == len(coverage)
     expect(page.locator('[data-group="other"] caption')).to_contain_text("Other instruments")
+    first = api_json(live_service, f"/api/sessions/{session_id}")["selection"]["exposures"]
     other = page.locator('[data-testid="camera-toggle"][data-group="other"]')
     other.check()
     settled(page)
     selection = api_json(live_service, f"/api/sessions/{session_id}")["selection"]["exposures"]
-    assert not set(unknown) & set(selection) and selection
+    assert sorted(selection) == sorted(set(first) - set(unknown))
     other.uncheck()
     settled(page)
     selection = api_json(live_service, f"/api/sessions/{session_id}")["selection"]["exposures"]

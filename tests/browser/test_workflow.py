@@ -59,10 +59,17 @@ def draw_and_accept(page, source):
 
 
 def keep_only_xmm(page):
-    """Untick the tables of other missions (the XMM scripts accept XMM EPIC data only)."""
+    """Select the XMM event lists and nothing else (the XMM scripts accept XMM EPIC data only;
+    the first selection is the data of the instrument covering the region best, maybe not
+    XMM's)."""
     for toggle in page.get_by_test_id("camera-toggle").all():
-        if not toggle.get_attribute("data-group").startswith("XMM/"):
+        if not toggle.get_attribute("data-group").startswith("XMM/") and not toggle.is_checked():
             toggle.check()
+            selection_saved(page)
+    xmm = '[data-testid="observation-row"][data-mission="XMM"][data-kind="events"] input'
+    for box in page.locator(xmm).all():
+        if not box.is_checked():
+            box.check()
             selection_saved(page)
 
 
