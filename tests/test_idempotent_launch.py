@@ -257,6 +257,9 @@ def test_the_index_keeps_each_files_pixel_wcs(sample_index):
 
 def test_a_launch_opens_no_data_file(client, truth, env, monkeypatch):
     session = new_session(client, truth)
+    every = [r["exposure_id"] for r in session["coverage"] if r["kind"] == "events"]
+    selected = client.put(f"{session['url']}/selection", json={"exposures": every})
+    assert selected.status_code == 200, selected.get_json()  # both missions' files
     store = SessionStore(env["SESSIONS"])
     rows = store.selected_rows(session["id"])
     source, background = store.regions(session["id"])
